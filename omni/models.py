@@ -1,0 +1,265 @@
+"""Typed requests and responses for the Omniinfer v2 API.
+
+Requests validate themselves against the SDXL rules in `omni.rules`, so an invalid request is
+refused with a message naming the field and its allowed range before any credit is spent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from omni import rules
+from omni.errors import InvalidRequest, MalformedResponse
+
+
+def _require(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise InvalidRequest(f"{field_name}: {message}", field=field_name)
+
+
+def _check_int(field_name: str, value: object, bounds: rules.Bounds) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value in bounds,
+        field_name,
+        f"must be a whole number from {bounds.describe()} (got {value!r})",
+    )
+
+
+@dataclass(frozen=True)
+class Txt2ImgRequest:
+    """An SDXL text-to-image request; field names follow the API's JSON."""
+
+    prompt: str
+    negative_prompt: str = ""
+    sampler_name: str = rules.DEFAULT_SAMPLER
+    steps: int = rules.DEFAULT_STEPS
+    cfg_scale: float = rules.DEFAULT_CFG_SCALE
+    seed: int = rules.RANDOM_SEED
+    width: int = rules.DEFAULT_SIZE[0]
+    height: int = rules.DEFAULT_SIZE[1]
+    batch_size: int = 1
+    n_iter: int = 1
+    model_name: str = rules.SDXL_MODEL
+
+    @property
+    def image_count(self) -> int:
+        return self.batch_size * self.n_iter
+
+    def validate(self) -> None:
+        """Raise `InvalidRequest` naming the first field that breaks the SDXL rules."""
+        prompt = self.prompt.strip() if isinstance(self.prompt, str) else ""
+        _require(bool(prompt), "prompt", "must not be empty")
+        _require(
+            len(self.prompt) <= rules.PROMPT_LENGTH.high,
+            "prompt",
+            f"must be at most {rules.PROMPT_LENGTH.high:.0f} characters (got {len(self.prompt)})",
+        )
+        _require(isinstance(self.negative_prompt, str), "negative_prompt", "must be text")
+        _require(
+            len(self.negative_prompt) <= rules.NEGATIVE_PROMPT_LENGTH.high,
+            "negative_prompt",
+            f"must be at most {rules.NEGATIVE_PROMPT_LENGTH.high:.0f} characters "
+            f"(got {len(self.negative_prompt)})",
+        )
+        _require(
+            self.sampler_name in rules.SDXL_SAMPLERS,
+            "sampler_name",
+            f"{self.sampler_name!r} is not available for SDXL 1.0; "
+            f"choose one of: {', '.join(rules.SDXL_SAMPLERS)}",
+        )
+        _check_int("steps", self.steps, rules.STEPS)
+        _require(
+            isinstance(self.cfg_scale, int | float)
+            and not isinstance(self.cfg_scale, bool)
+            and self.cfg_scale in rules.CFG_SCALE,
+            "cfg_scale",
+            f"must be a number from {rules.CFG_SCALE.describe()} (got {self.cfg_scale!r})",
+        )
+        _require(
+            isinstance(self.seed, int)
+            and not isinstance(self.seed, bool)
+            and (self.seed == rules.RANDOM_SEED or self.seed in rules.SEED),
+            "seed",
+            f"must be -1 (random) or a whole number from {rules.SEED.describe()} "
+            f"(got {self.seed!r})",
+        )
+        sizes = ", ".join(rules.size_label(w, h) for w, h in rules.SDXL_SIZES)
+        _require(
+            (self.width, self.height) in rules.SDXL_SIZES,
+            "size",
+            f"{self.width}x{self.height} is not an SDXL 1.0 size; choose one of: {sizes}",
+        )
+        _check_int("batch_size", self.batch_size, rules.BATCH_SIZE)
+        _check_int("n_iter", self.n_iter, rules.N_ITER)
+        _require(bool(self.model_name), "model_name", "must not be empty")
+
+    def to_payload(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["cfg_scale"] = float(self.cfg_scale)
+        return payload
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """Upscale one image (PNG bytes) by a factor with Omniinfer's upscaler."""
+
+    image: bytes = field(repr=False)
+    factor: float = rules.DEFAULT_UPSCALE_FACTOR
+    upscaler: str = rules.DEFAULT_UPSCALER
+
+    def validate(self) -> None:
+        _require(bool(self.image), "image", "must not be empty")
+        _require(
+            isinstance(self.factor, int | float) and self.factor in rules.UPSCALE_FACTOR,
+            "factor",
+            f"must be a number from {rules.UPSCALE_FACTOR.describe()} (got {self.factor!r})",
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        import base64
+
+        return {
+            "image": base64.b64encode(self.image).decode("ascii"),
+            "upscaler_1": self.upscaler,
+            "resize_mode": 0,
+            "upscaling_resize": float(self.factor),
+        }
+
+
+class TaskStatus(IntEnum):
+    QUEUED = 0
+    RUNNING = 1
+    SUCCEEDED = 2
+    FAILED = 3
+    TIMED_OUT = 4
+
+    @property
+    def is_final(self) -> bool:
+        return self >= TaskStatus.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    """The parts of the `info` JSON string worth showing: what was really generated."""
+
+    seed: int | None
+    all_seeds: tuple[int, ...]
+    sampler_name: str | None
+    steps: int | None
+    cfg_scale: float | None
+    width: int | None
+    height: int | None
+    model_hash: str | None
+    raw: dict[str, Any]
+
+    @classmethod
+    def parse(cls, info: object) -> GenerationInfo | None:
+        """Parse `info` (a JSON string, sometimes already an object); None when absent."""
+        if isinstance(info, str):
+            if not info.strip():
+                return None
+            try:
+                info = json.loads(info)
+            except ValueError:
+                return None
+        if not isinstance(info, dict):
+            return None
+        seeds = info.get("all_seeds")
+        seed = info.get("seed")
+        return cls(
+            seed=seed if isinstance(seed, int) else None,
+            all_seeds=tuple(s for s in seeds if isinstance(s, int))
+            if isinstance(seeds, list)
+            else (),
+            sampler_name=info.get("sampler_name"),
+            steps=info.get("steps"),
+            cfg_scale=info.get("cfg_scale"),
+            width=info.get("width"),
+            height=info.get("height"),
+            model_hash=info.get("sd_model_hash"),
+            raw=info,
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One reading of `/v2/progress`."""
+
+    task_id: str
+    status: TaskStatus
+    progress: float
+    eta_relative: float
+    images: tuple[str, ...]
+    preview_images: tuple[str, ...]
+    failed_reason: str
+    info: GenerationInfo | None
+
+    @classmethod
+    def parse(cls, task_id: str, data: object) -> Progress:
+        if not isinstance(data, dict):
+            raise MalformedResponse(f"progress for {task_id}: data is not an object")
+        try:
+            status = TaskStatus(int(data.get("status")))
+        except (TypeError, ValueError) as exc:
+            raise MalformedResponse(
+                f"progress for {task_id}: unknown status {data.get('status')!r}"
+            ) from exc
+        return cls(
+            task_id=task_id,
+            status=status,
+            progress=_number(data.get("progress"), 0.0),
+            eta_relative=max(0.0, _number(data.get("eta_relative"), 0.0)),
+            images=_urls(data.get("imgs")),
+            preview_images=_urls(data.get("current_images")),
+            failed_reason=str(data.get("failed_reason") or ""),
+            info=GenerationInfo.parse(data.get("info")),
+        )
+
+
+def _number(value: object, default: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return float(value)
+
+
+def _urls(value: object) -> tuple[str, ...]:
+    """Keep only what reads as an http(s) URL; previews' encoding is undocumented."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(v for v in value if isinstance(v, str) and v.startswith(("http://", "https://")))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    type: str
+    hash: str | None = None
+
+    @classmethod
+    def parse(cls, data: object) -> ModelInfo | None:
+        if not isinstance(data, dict):
+            return None
+        if not isinstance(data.get("sd_name") or data.get("name"), str):
+            return None
+        return cls(
+            name=data.get("sd_name") or data["name"],
+            type=str(data.get("type") or "checkpoint"),
+            hash=data.get("hash"),
+        )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The answer to a submit: the task to follow, and any warning Omniinfer attached."""
+
+    task_id: str
+    warning: str = ""
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    url: str
+    data: bytes = field(repr=False)

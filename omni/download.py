@@ -1,0 +1,96 @@
+"""Fetching result images: concurrently, size-capped, retried, http(s) only.
+
+Result URLs are plain unauthenticated object-store links, possibly on another host, so the
+API key is never sent with them. They expire, so callers download as soon as a task is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from yarl import URL
+
+from omni.errors import DownloadFailed
+from omni.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+_CHUNK = 64 * 1024
+
+
+class _Retryable(Exception):
+    pass
+
+
+async def download_images(
+    session: aiohttp.ClientSession,
+    urls: list[str] | tuple[str, ...],
+    *,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    retry: RetryPolicy = RetryPolicy(attempts=3),
+) -> list[bytes]:
+    """Download every URL at once; the result keeps the input order.
+
+    Raises `DownloadFailed` naming the first image that could not be had.
+    """
+    for url in urls:
+        _check_url(url)
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(download_image(session, url, max_bytes=max_bytes, retry=retry))
+            for url in urls
+        ]
+    return [task.result() for task in tasks]
+
+
+async def download_image(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    retry: RetryPolicy = RetryPolicy(attempts=3),
+) -> bytes:
+    _check_url(url)
+    for failures in range(retry.attempts):
+        try:
+            return await _fetch(session, url, max_bytes)
+        except _Retryable as exc:
+            if failures + 1 >= retry.attempts:
+                raise DownloadFailed(f"image {_short(url)}: {exc}") from None
+            log.info("retrying image download %s: %s", _short(url), exc)
+            await asyncio.sleep(retry.delay(failures))
+    raise AssertionError("unreachable")  # pragma: no cover - loop always returns or raises
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str, max_bytes: int) -> bytes:
+    try:
+        async with session.get(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            if response.status >= 500 or response.status in (408, 429):
+                raise _Retryable(f"HTTP {response.status}")
+            if response.status != 200:
+                raise DownloadFailed(f"image {_short(url)}: HTTP {response.status} (expired?)")
+            if (response.content_length or 0) > max_bytes:
+                raise DownloadFailed(f"image {_short(url)} is over {max_bytes} bytes")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                body.extend(chunk)
+                if len(body) > max_bytes:
+                    raise DownloadFailed(f"image {_short(url)} is over {max_bytes} bytes")
+            return bytes(body)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _Retryable(type(exc).__name__) from exc
+
+
+def _check_url(url: str) -> None:
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise DownloadFailed(f"refusing to download {url[:80]!r}: only http(s) URLs are fetched")
+
+
+def _short(url: str) -> str:
+    """The URL without its query string: presigned links carry credentials there."""
+    return str(URL(url).with_query(None))

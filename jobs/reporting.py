@@ -1,0 +1,45 @@
+"""What the job runner tells the outside world; the Discord layer implements it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from jobs.failures import Failure
+from jobs.model import Job
+
+
+class Stage(StrEnum):
+    WAITING = "waiting"  # in this bot's fair queue
+    QUEUED = "queued"  # accepted by Omniinfer, not started
+    RUNNING = "running"
+    FETCHING = "fetching"  # downloading the finished images
+    RESTARTING = "restarting"  # the bot is shutting down; the job resumes after
+
+
+@dataclass(frozen=True)
+class Update:
+    stage: Stage
+    progress: float = 0.0
+    eta: float | None = None
+    queue_position: int | None = None
+    preview_url: str | None = None
+
+
+class DeliveryFailed(Exception):
+    """The images could not be posted anywhere the member would see them."""
+
+
+class Reporter(Protocol):
+    def update(self, job: Job, update: Update) -> None:
+        """Show progress. Must not block or raise: implementations coalesce and throttle."""
+
+    async def deliver(self, job: Job, images: list[bytes]) -> int | None:
+        """Post the finished images; return the id of the message showing them."""
+
+    async def fail(self, job: Job, failure: Failure) -> None:
+        """Tell the member how the job ended. Best effort: must not raise."""
+
+    async def account_paused(self, reason: str) -> None:
+        """Tell moderators that generation is paused for everyone."""

@@ -1,0 +1,133 @@
+"""Jobs in the database. State changes are compare-and-set, so two processes (or a resumed
+job and a late straggler) can never both move the same job forward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clock import Clock
+from jobs.model import (
+    Charge,
+    Job,
+    JobKind,
+    JobResult,
+    JobState,
+    Origin,
+    request_from_json,
+    request_to_json,
+)
+from storage import Database
+
+_UNFINISHED = (JobState.QUEUED, JobState.SUBMITTING, JobState.SUBMITTED, JobState.DELIVERING)
+
+
+class JobStore:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def insert(self, conn: Any, job: Job) -> None:
+        """Insert inside the caller's transaction (the one that reserved its credit)."""
+        o = job.origin
+        await conn.execute(
+            """INSERT INTO jobs (id, kind, state, charge, cost, guild_id, channel_id, user_id,
+                   request, age_restricted, sandbox, parent_job_id, application_id,
+                   interaction_token, token_expires_at, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                       $16, $16)""",
+            job.id,
+            job.kind.value,
+            job.state.value,
+            job.charge.value,
+            job.cost,
+            o.guild_id,
+            o.channel_id,
+            o.user_id,
+            request_to_json(job.request),
+            int(o.age_restricted),
+            int(job.sandbox),
+            job.parent_job_id,
+            o.application_id,
+            o.interaction_token,
+            o.token_expires_at,
+            job.created_at,
+        )
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self.db.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+        return _job(row) if row else None
+
+    async def unfinished(self) -> list[Job]:
+        rows = await self.db.fetch(
+            "SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4) ORDER BY created_at",
+            *(s.value for s in _UNFINISHED),
+        )
+        return [_job(row) for row in rows]
+
+    async def advance(
+        self, job: Job, to: JobState, *, conn: Any = None, **fields: Any
+    ) -> Job | None:
+        """Move `job` from the state it is in to `to`, setting `fields`; None if it had moved.
+
+        Pass `conn` to make the change part of a larger transaction (the ledger's).
+        """
+        columns = {
+            "state": to.value,
+            "updated_at": self.clock(),
+            **{k: _column_value(v) for k, v in fields.items()},
+        }
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=3))
+        updated = await (conn or self.db).execute(
+            f"UPDATE jobs SET {assignments} WHERE id = $1 AND state = $2",
+            job.id,
+            job.state.value,
+            *columns.values(),
+        )
+        if not updated:
+            return None
+        return job.with_(state=to, **fields)
+
+    async def set_message(self, job: Job, message_id: int) -> Job:
+        await self.db.execute("UPDATE jobs SET message_id = $2 WHERE id = $1", job.id, message_id)
+        return job.with_(message_id=message_id)
+
+    async def by_message(self, message_id: int) -> Job | None:
+        row = await self.db.fetchrow("SELECT * FROM jobs WHERE message_id = $1", message_id)
+        return _job(row) if row else None
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, JobResult):
+        return value.to_json()
+    if isinstance(value, JobState | Charge):
+        return value.value
+    return value
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row["id"],
+        kind=JobKind(row["kind"]),
+        state=JobState(row["state"]),
+        charge=Charge(row["charge"]),
+        cost=row["cost"],
+        origin=Origin(
+            guild_id=row["guild_id"],
+            channel_id=row["channel_id"],
+            user_id=row["user_id"],
+            application_id=row["application_id"],
+            interaction_token=row["interaction_token"],
+            token_expires_at=row["token_expires_at"],
+            age_restricted=bool(row["age_restricted"]),
+        ),
+        request=request_from_json(row["request"]),
+        sandbox=bool(row["sandbox"]),
+        parent_job_id=row["parent_job_id"],
+        task_id=row["task_id"],
+        message_id=row["message_id"],
+        result=JobResult.from_json(row["result"]),
+        failure=row["failure"],
+        failure_detail=row["failure_detail"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+    )

@@ -1,0 +1,174 @@
+"""The bot's settings: read once from the environment (and `.env`), validated once.
+
+A bad setting is reported as one line naming it and saying how to fix it, never a traceback.
+Secrets are kept out of `repr` so a logged Settings object cannot leak them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from yarl import URL
+
+DEFAULT_OMNI_BASE_URL = "https://api.omniinfer.io"
+DEFAULT_DATABASE_URL = "sqlite:///data/bot.db"
+DEFAULT_SAFETY_NEGATIVE_PROMPT = (
+    "nsfw, nude, naked, nipples, explicit, sexual, porn, gore, blood, violence"
+)
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """Every problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str = field(repr=False)
+    omni_api_key: str = field(repr=False)
+    omni_base_url: str = DEFAULT_OMNI_BASE_URL
+    sandbox: bool = False
+    sandbox_duration: float = 6.0
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    dev_guild_id: int | None = None
+    log_level: str = "INFO"
+    account_credit: int = 50
+    safety_negative_prompt: str = DEFAULT_SAFETY_NEGATIVE_PROMPT
+    max_jobs_in_flight: int = 8
+    max_queue_length: int = 100
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never reach a log line."""
+        return tuple(s for s in (self.discord_token, self.omni_api_key) if s)
+
+
+class _Reader:
+    """Reads raw values and collects problems instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str = "") -> str:
+        return self.env.get(name, default).strip() or default
+
+    def flag(self, name: str) -> bool:
+        raw = self.text(name, "0").lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw not in ("0", "false", "no", "off"):
+            self.problems.append(f"{name}={raw!r} is not a yes/no value: use 1 or 0")
+        return False
+
+    def integer(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            self.problems.append(f"{name}={raw!r} must be a whole number from {low} to {high}")
+            return default
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            self.problems.append(f"{name}={raw!r} must be a number from {low} to {high}")
+            return default
+        return value
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping; raise ConfigError listing every problem."""
+    read = _Reader(env)
+    sandbox = read.flag("OMNI_SANDBOX")
+
+    token = read.text("DISCORD_TOKEN")
+    if not token:
+        read.problems.append(
+            "DISCORD_TOKEN is not set: copy the bot token from the Discord Developer Portal "
+            "(Applications → your app → Bot → Reset Token) into .env"
+        )
+    elif not _TOKEN_SHAPE.match(token):
+        read.problems.append(
+            "DISCORD_TOKEN does not look like a bot token (three dot-separated parts): "
+            "copy it again from the Developer Portal's Bot page"
+        )
+
+    api_key = read.text("OMNI_API_KEY")
+    if not api_key and not sandbox:
+        read.problems.append(
+            "OMNI_API_KEY is not set: create a key at https://omniinfer.io (Keys page) and put "
+            "it in .env, or set OMNI_SANDBOX=1 to try the bot without spending credit"
+        )
+
+    base_url = read.text("OMNI_BASE_URL", DEFAULT_OMNI_BASE_URL)
+    parsed = URL(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        read.problems.append(
+            f"OMNI_BASE_URL={base_url!r} is not an http(s) URL: use {DEFAULT_OMNI_BASE_URL}"
+        )
+
+    database_url = read.text("DATABASE_URL", DEFAULT_DATABASE_URL)
+    if not database_url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        read.problems.append(
+            "DATABASE_URL must start with sqlite:// or postgresql:// "
+            f"(default {DEFAULT_DATABASE_URL})"
+        )
+
+    log_level = read.text("LOG_LEVEL", "INFO").upper()
+    if log_level not in _LOG_LEVELS:
+        read.problems.append(f"LOG_LEVEL={log_level!r} must be one of {', '.join(_LOG_LEVELS)}")
+        log_level = "INFO"
+
+    settings = Settings(
+        discord_token=token,
+        omni_api_key=api_key or ("sandbox" if sandbox else ""),
+        omni_base_url=base_url,
+        sandbox=sandbox,
+        sandbox_duration=read.number("SANDBOX_DURATION", 6.0, 0.1, 120.0),
+        database_url=database_url,
+        dev_guild_id=read.integer("DEV_GUILD_ID", None, 1, 2**63 - 1),
+        log_level=log_level,
+        account_credit=read.integer("ACCOUNT_CREDIT", 50, 0, 10**9) or 0,
+        safety_negative_prompt=env.get(
+            "SAFETY_NEGATIVE_PROMPT", DEFAULT_SAFETY_NEGATIVE_PROMPT
+        ).strip(),
+        max_jobs_in_flight=read.integer("MAX_JOBS_IN_FLIGHT", 8, 1, 500) or 8,
+        max_queue_length=read.integer("MAX_QUEUE_LENGTH", 100, 1, 100_000) or 100,
+    )
+    if read.problems:
+        raise ConfigError(read.problems)
+    return settings
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats as usual, then blanks out any secret, tracebacks included, whatever the logger."""
+
+    def __init__(self, fmt: str, secrets: tuple[str, ...]) -> None:
+        super().__init__(fmt)
+        self._secrets = tuple(s for s in secrets if len(s) >= 6)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text

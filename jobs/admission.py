@@ -33,6 +33,7 @@ class Ticket:
     kind: JobKind = JobKind.TXT2IMG
     sandbox: bool = False
     parent_job_id: str | None = None
+    message_id: int | None = None  # the reply that will show the job
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Admission:
                 request=ticket.request,
                 sandbox=ticket.sandbox,
                 parent_job_id=ticket.parent_job_id,
+                message_id=ticket.message_id,
                 created_at=now,
             )
             await self._jobs.insert(conn, job)

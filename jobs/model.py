@@ -49,6 +49,7 @@ class Origin:
     interaction_token: str | None = None
     token_expires_at: float | None = None
     age_restricted: bool = False
+    upload_limit: int = 10 * 1024 * 1024
 
     def can_use_token(self, now: float) -> bool:
         return (

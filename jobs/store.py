@@ -32,9 +32,10 @@ class JobStore:
         await conn.execute(
             """INSERT INTO jobs (id, kind, state, charge, cost, guild_id, channel_id, user_id,
                    request, age_restricted, sandbox, parent_job_id, application_id,
-                   interaction_token, token_expires_at, created_at, updated_at)
+                   interaction_token, token_expires_at, upload_limit, message_id,
+                   created_at, updated_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                       $16, $16)""",
+                       $16, $17, $18, $18)""",
             job.id,
             job.kind.value,
             job.state.value,
@@ -50,6 +51,8 @@ class JobStore:
             o.application_id,
             o.interaction_token,
             o.token_expires_at,
+            o.upload_limit,
+            job.message_id,
             job.created_at,
         )
 
@@ -119,6 +122,7 @@ def _job(row: Any) -> Job:
             interaction_token=row["interaction_token"],
             token_expires_at=row["token_expires_at"],
             age_restricted=bool(row["age_restricted"]),
+            upload_limit=row["upload_limit"],
         ),
         request=request_from_json(row["request"]),
         sandbox=bool(row["sandbox"]),

@@ -19,6 +19,7 @@ CREATE TABLE jobs (
     application_id BIGINT,
     interaction_token TEXT,                -- answers go to the original reply while valid
     token_expires_at DOUBLE PRECISION,
+    upload_limit BIGINT,                   -- bytes per upload the guild allows
     message_id BIGINT,                     -- the reply (or channel message) showing the job
     result TEXT,                           -- JSON: seeds and parameters really used
     failure TEXT,                          -- failure kind when state = failed

@@ -1,0 +1,177 @@
+"""The front door: load settings, build the bot and its services, run until told to stop.
+
+    python bot.py
+
+Reads `.env` and the environment (see `.env.example`). Exits 2 with one line per problem
+when a setting is missing or malformed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import aiohttp
+import discord
+from discord.ext import commands
+from dotenv import load_dotenv
+
+from clock import Clock, system_clock
+from cogs.imagine import result_view
+from cogs.utils.reporter import DiscordReporter
+from jobs.admission import Admission
+from jobs.runner import JobRunner
+from jobs.store import JobStore
+from omni import OmniClient
+from quota import ledger
+from services import Services
+from settings import ConfigError, RedactingFormatter, Settings, load_settings
+from storage import Database, open_database
+
+log = logging.getLogger("bot")
+
+EXTENSIONS = ("cogs.imagine", "cogs.errors")
+
+
+class ImagineBot(commands.Bot):
+    services: Services
+
+    def __init__(self, settings: Settings, *, clock: Clock = system_clock) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            help_command=None,
+        )
+        self.settings = settings
+        self.clock = clock
+        self.session: aiohttp.ClientSession | None = None
+        self.emulator: object | None = None
+        self.db: Database | None = None
+
+    async def setup_hook(self) -> None:
+        settings = self.settings
+        self.session = aiohttp.ClientSession()
+        base_url = settings.omni_base_url
+        if settings.sandbox:
+            from omni.emulator import Emulator
+
+            emulator = Emulator(api_key=settings.omni_api_key, duration=settings.sandbox_duration)
+            base_url = await emulator.start("127.0.0.1", 0)
+            self.emulator = emulator
+            log.info("sandbox mode: Omniinfer emulator at %s; no credit is spent", base_url)
+        self.db = db = await open_database(settings.database_url)
+        async with db.transaction() as conn:
+            await ledger.ensure_account(conn, settings.account_credit, self.clock())
+        client = OmniClient(settings.omni_api_key, base_url=base_url, session=self.session)
+        store = JobStore(db, self.clock)
+        reporter = DiscordReporter(
+            self,
+            result_view=result_view,
+            moderator_channels=self._moderator_channels,
+            clock=self.clock,
+        )
+        runner = JobRunner(
+            db, store, client, reporter, self.clock, max_in_flight=settings.max_jobs_in_flight
+        )
+        admission = Admission(
+            db,
+            store,
+            self.clock,
+            max_queue_length=settings.max_queue_length,
+            max_jobs_in_flight=settings.max_jobs_in_flight,
+        )
+        self.services = Services(
+            settings=settings,
+            clock=self.clock,
+            db=db,
+            client=client,
+            jobs=store,
+            admission=admission,
+            runner=runner,
+        )
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self._sync_commands()
+        await runner.start()
+
+    async def _sync_commands(self) -> None:
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("synced %d application commands", len(synced))
+
+    async def _moderator_channels(self) -> list[int]:
+        assert self.db is not None
+        rows = await self.db.fetch(
+            "SELECT modlog_channel_id FROM guild_settings WHERE modlog_channel_id IS NOT NULL"
+        )
+        return [row["modlog_channel_id"] for row in rows]
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (%s) in %d guild(s)", self.user, self.user.id, len(self.guilds))  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if hasattr(self, "services"):
+            await self.services.runner.stop()
+        await super().close()
+        if self.db is not None:
+            await self.db.close()
+        if self.session is not None:
+            await self.session.close()
+        if self.emulator is not None:
+            await self.emulator.stop()  # type: ignore[attr-defined]
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", settings.secrets)
+    )
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+
+
+async def run(settings: Settings) -> int:
+    bot = ImagineBot(settings)
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []
+
+    def stop() -> None:
+        if closing:  # a second signal: stop now; every job is in the database already
+            os._exit(1)
+        log.info("shutting down; jobs in progress resume at next start")
+        closing.append(loop.create_task(bot.close()))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        async with bot:
+            await bot.start(settings.discord_token)
+    except discord.LoginFailure:
+        print(
+            "error: DISCORD_TOKEN was refused by Discord: reset it in the Developer Portal",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def main() -> int:
+    load_dotenv()
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

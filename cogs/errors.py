@@ -1,0 +1,73 @@
+"""One place where command errors become friendly, ephemeral answers.
+
+No member ever sees a traceback or a reply stuck on "thinking": whatever escapes a command
+ends in a short message, and the details go to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED = "❌ Something went wrong on the bot's side. Nothing was charged; please try again."
+
+
+def describe(error: app_commands.AppCommandError) -> str:
+    if isinstance(error, app_commands.MissingPermissions):
+        return "⛔ Only moderators (Manage Server) can use this command."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command works in servers only."
+    if isinstance(error, app_commands.CheckFailure):
+        return f"⛔ {error}" if str(error) else "⛔ You can't use this command here."
+    if isinstance(error, app_commands.TransformerError):
+        return f"❌ **{error.transformer.type.name.lower()}** option: {error.value!r} is not valid."
+    return UNEXPECTED
+
+
+async def answer(interaction: discord.Interaction, text: str) -> None:
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+            if interaction.type is discord.InteractionType.application_command:
+                # A deferred public "thinking" reply must not stay behind.
+                await interaction.delete_original_response()
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as error:
+        log.warning("could not report an error to the member: %s", error)
+
+
+class Errors(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        self._previous = bot.tree.on_error
+        bot.tree.on_error = self.on_app_command_error
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.on_error = self._previous
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        text = describe(error)
+        if text is UNEXPECTED:
+            original = getattr(error, "original", error)
+            log.error(
+                "command %s failed",
+                interaction.command.qualified_name if interaction.command else "?",
+                exc_info=original,
+            )
+        await answer(interaction, text)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(Errors(bot))

@@ -1,0 +1,132 @@
+"""Embeds for a job's reply: progress, result, failure and details, within Discord's limits."""
+
+from __future__ import annotations
+
+import discord
+
+from cogs.utils import wording
+from jobs.failures import Failure
+from jobs.model import Job
+from jobs.reporting import Stage, Update
+
+COLOUR_WORKING = discord.Colour.blurple()
+COLOUR_DONE = discord.Colour.green()
+COLOUR_FAILED = discord.Colour.red()
+BAR_WIDTH = 20
+
+# Discord's embed limits (the total across a message's embeds is 6000 characters).
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELD_LIMIT = 1024
+FOOTER_LIMIT = 2048
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def progress_bar(fraction: float) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * BAR_WIDTH)
+    return "█" * filled + "░" * (BAR_WIDTH - filled)
+
+
+def _base(job: Job, colour: discord.Colour) -> discord.Embed:
+    embed = discord.Embed(
+        description=truncate(f"**{job.request.prompt}**", DESCRIPTION_LIMIT - 200),
+        colour=colour,
+    )
+    footer = f"job {job.id}"
+    if job.sandbox:
+        footer += f" · {wording.SANDBOX_NOTE}"
+    embed.set_footer(text=truncate(footer, FOOTER_LIMIT))
+    return embed
+
+
+def progress_embed(job: Job, update: Update) -> discord.Embed:
+    embed = _base(job, COLOUR_WORKING)
+    if update.stage is Stage.WAITING:
+        status = f"⏳ Waiting in line: position {update.queue_position}"
+    elif update.stage is Stage.QUEUED:
+        status = "⏳ Queued at Omniinfer"
+    elif update.stage is Stage.FETCHING:
+        status = "📥 Fetching the images…"
+    elif update.stage is Stage.RESTARTING:
+        status = f"🔁 {wording.RESTARTING_NOTE}"
+    else:
+        status = "🎨 Generating"
+    lines = [status]
+    if update.stage in (Stage.RUNNING, Stage.QUEUED, Stage.FETCHING):
+        eta = f" · about {update.eta:.0f}s left" if update.eta else ""
+        lines.append(f"`{progress_bar(update.progress)}` {update.progress:.0%}{eta}")
+    embed.add_field(name="Status", value="\n".join(lines), inline=False)
+    if update.preview_url:
+        embed.set_image(url=update.preview_url)
+    return embed
+
+
+def result_embeds(job: Job, filenames: list[str], requester: str) -> list[discord.Embed]:
+    """One embed with the parameters, plus one per further image so Discord shows a grid."""
+    request = job.request
+    result = job.result
+    embed = _base(job, COLOUR_DONE)
+    if request.negative_prompt:
+        embed.add_field(
+            name="Negative prompt", value=truncate(request.negative_prompt, 300), inline=False
+        )
+    embed.add_field(name="Sampler", value=request.sampler_name)
+    embed.add_field(name="Steps", value=str(request.steps))
+    embed.add_field(name="CFG scale", value=f"{request.cfg_scale:g}")
+    seeds = result.seeds if result and result.seeds else ()
+    embed.add_field(name="Seed" if len(seeds) <= 1 else "Seeds", value=seed_text(seeds))
+    embed.add_field(name="Size", value=f"{request.width}×{request.height}")
+    if result:
+        embed.add_field(name="Time", value=f"{result.duration:.1f}s")
+    embed.add_field(name="Requested by", value=truncate(requester, FIELD_LIMIT), inline=False)
+    # Embeds sharing a url are shown by Discord as one post with an image grid.
+    grid_url = f"https://omniinfer.io/#job-{job.id}"
+    embed.url = grid_url
+    embed.title = "Images ready"
+    embeds = [embed]
+    for index, name in enumerate(filenames[:4]):
+        target = embed if index == 0 else discord.Embed(url=grid_url)
+        target.set_image(url=f"attachment://{name}")
+        if index:
+            embeds.append(target)
+    return embeds
+
+
+def seed_text(seeds: tuple[int, ...]) -> str:
+    return ", ".join(str(s) for s in seeds) if seeds else "random"
+
+
+def failure_embed(job: Job, failure: Failure) -> discord.Embed:
+    title, body = wording.failure_text(failure)
+    embed = _base(job, COLOUR_FAILED)
+    embed.title = truncate(f"❌ {title}", TITLE_LIMIT)
+    embed.add_field(name="What now", value=truncate(body, FIELD_LIMIT), inline=False)
+    return embed
+
+
+def details_embed(job: Job) -> discord.Embed:
+    """Every parameter, for the member who wants to recreate an image elsewhere."""
+    request = job.request
+    seeds = job.result.seeds if job.result else ()
+    embed = discord.Embed(title="Generation details", colour=COLOUR_WORKING)
+    embed.add_field(name="Prompt", value=truncate(request.prompt, FIELD_LIMIT), inline=False)
+    embed.add_field(
+        name="Negative prompt",
+        value=truncate(request.negative_prompt or "(none)", FIELD_LIMIT),
+        inline=False,
+    )
+    for name, value in (
+        ("Model", request.model_name),
+        ("Sampler", request.sampler_name),
+        ("Steps", str(request.steps)),
+        ("CFG scale", f"{request.cfg_scale:g}"),
+        ("Seeds", seed_text(seeds)),
+        ("Size", f"{request.width}×{request.height}"),
+        ("Images", str(request.image_count)),
+        ("Job", job.id),
+    ):
+        embed.add_field(name=name, value=value)
+    return embed

@@ -1,0 +1,204 @@
+"""Shows jobs in Discord: throttled progress edits, the final images, failures.
+
+Answers go to the job's reply through its interaction token while that is valid (15 minutes),
+and otherwise to the channel, mentioning the member. The token and message id come from the
+stored job, not from a live Interaction, so a restarted bot answers the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import discord
+
+from clock import Clock
+from cogs.utils import embeds, wording
+from cogs.utils.uploads import Upload, batches, fit
+from jobs.failures import Failure
+from jobs.model import Job
+from jobs.reporting import DeliveryFailed, Update
+
+log = logging.getLogger(__name__)
+
+# Interaction webhooks allow about five edits per two seconds; one a second per job leaves
+# room for the final edit and never meets a 429.
+MIN_EDIT_INTERVAL = 1.0
+
+ViewFactory = Callable[[Job], discord.ui.View]
+ChannelLookup = Callable[[], Awaitable[list[int]]]
+
+
+@dataclass
+class _Progress:
+    """The newest update not yet shown for one job, and the task showing updates."""
+
+    job: Job
+    latest: Update | None = None
+    last_sent: float = 0.0
+    task: asyncio.Task[None] | None = None
+    in_flight: asyncio.Future[object] | None = field(default=None)
+
+
+class DiscordReporter:
+    def __init__(
+        self,
+        bot: discord.Client,
+        *,
+        result_view: ViewFactory,
+        moderator_channels: ChannelLookup,
+        clock: Clock,
+        min_edit_interval: float = MIN_EDIT_INTERVAL,
+    ) -> None:
+        self._bot = bot
+        self._result_view = result_view
+        self._moderator_channels = moderator_channels
+        self._clock = clock
+        self._interval = min_edit_interval
+        self._progress: dict[str, _Progress] = {}
+        self.edits_sent = 0
+
+    # -- progress --------------------------------------------------------------------------
+
+    def update(self, job: Job, update: Update) -> None:
+        if job.message_id is None or not job.origin.can_use_token(self._clock()):
+            return
+        entry = self._progress.setdefault(job.id, _Progress(job))
+        entry.job, entry.latest = job, update
+        if entry.task is None or entry.task.done():
+            entry.task = asyncio.create_task(self._show_progress(entry))
+
+    async def _show_progress(self, entry: _Progress) -> None:
+        loop = asyncio.get_running_loop()
+        while entry.latest is not None:
+            wait = entry.last_sent + self._interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            update, entry.latest = entry.latest, None
+            if update is None:
+                return
+            entry.in_flight = asyncio.ensure_future(
+                self._edit_reply(entry.job, embed=embeds.progress_embed(entry.job, update))
+            )
+            try:
+                await asyncio.shield(entry.in_flight)
+            except (discord.HTTPException, _TokenGone) as error:
+                log.info("progress edit for job %s failed: %r", entry.job.id, error)
+            entry.last_sent = loop.time()
+
+    async def _quiesce(self, job_id: str) -> None:
+        """Stop progress edits for a job; an edit already sent is allowed to land first, so
+        it can never overwrite the final state."""
+        entry = self._progress.pop(job_id, None)
+        if entry is None:
+            return
+        if entry.task is not None:
+            entry.task.cancel()
+        if entry.in_flight is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await entry.in_flight
+
+    # -- endings ---------------------------------------------------------------------------
+
+    async def deliver(self, job: Job, images: list[bytes]) -> int | None:
+        await self._quiesce(job.id)
+        limit = job.origin.upload_limit
+        groups = batches(fit(images, limit, stem=f"sdxl_{job.id[:8]}"), limit)
+        first = groups[0]
+        mention = f"<@{job.origin.user_id}>"
+        result = embeds.result_embeds(job, [u.filename for u in first], mention)
+        view = self._result_view(job)
+        try:
+            if self._token_usable(job):
+                with contextlib.suppress(_TokenGone):
+                    message = await self._edit_reply(
+                        job, embeds=result, attachments=_files(first), view=view
+                    )
+                    for group in groups[1:]:
+                        await self._webhook(job).send(files=_files(group), wait=True)
+                    return message.id
+            channel = await self._channel(job)
+            message = await channel.send(
+                content=f"{mention}, your images are ready.",
+                embeds=result,
+                files=_files(first),
+                view=view,
+                nonce=job.id[:25],  # Discord drops a resend with the same nonce: no duplicates
+                allowed_mentions=discord.AllowedMentions(users=True),
+            )
+            for group in groups[1:]:
+                await channel.send(files=_files(group))
+            return message.id
+        except discord.HTTPException as error:
+            raise DeliveryFailed(f"Discord refused the upload: {error}") from error
+
+    async def fail(self, job: Job, failure: Failure) -> None:
+        await self._quiesce(job.id)
+        embed = embeds.failure_embed(job, failure)
+        try:
+            if self._token_usable(job):
+                with contextlib.suppress(_TokenGone):
+                    await self._edit_reply(job, embed=embed, attachments=[], view=None)
+                    return
+            channel = await self._channel(job)
+            await channel.send(
+                content=f"<@{job.origin.user_id}>",
+                embed=embed,
+                nonce=f"f{job.id[:24]}",
+                allowed_mentions=discord.AllowedMentions(users=True),
+            )
+        except discord.HTTPException as error:
+            log.warning("could not tell the member about failed job %s: %s", job.id, error)
+
+    async def account_paused(self, reason: str) -> None:
+        log.warning("generation paused: %s", reason)
+        for channel_id in await self._moderator_channels():
+            try:
+                channel = self._bot.get_channel(channel_id) or await self._bot.fetch_channel(
+                    channel_id
+                )
+                await channel.send(wording.PAUSED_NOTICE)  # type: ignore[union-attr]
+            except discord.HTTPException as error:
+                log.warning("could not warn moderators in %s: %s", channel_id, error)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _token_usable(self, job: Job) -> bool:
+        return job.message_id is not None and job.origin.can_use_token(self._clock())
+
+    def _webhook(self, job: Job) -> discord.Webhook:
+        assert job.origin.application_id and job.origin.interaction_token
+        return discord.Webhook.partial(
+            job.origin.application_id, job.origin.interaction_token, client=self._bot
+        )
+
+    async def _edit_reply(self, job: Job, **fields: object) -> discord.WebhookMessage:
+        assert job.message_id is not None
+        try:
+            message = await self._webhook(job).edit_message(job.message_id, **fields)  # type: ignore[arg-type]
+        except (discord.NotFound, discord.Forbidden) as error:
+            raise _TokenGone from error
+        except discord.HTTPException as error:
+            if error.status == 401:
+                raise _TokenGone from error
+            raise
+        self.edits_sent += 1
+        return message
+
+    async def _channel(self, job: Job) -> discord.abc.Messageable:
+        channel = self._bot.get_channel(job.origin.channel_id)
+        if channel is None:
+            channel = await self._bot.fetch_channel(job.origin.channel_id)
+        return channel  # type: ignore[return-value]
+
+
+class _TokenGone(Exception):
+    """The interaction token or its reply is gone: answer in the channel instead."""
+
+
+def _files(uploads: list[Upload]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(u.data), filename=u.filename) for u in uploads]

@@ -1,0 +1,25 @@
+"""The parts the cogs use, built once at start and shared (the cogs hold no state of their own
+that matters across a restart)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clock import Clock
+from jobs.admission import Admission
+from jobs.runner import JobRunner
+from jobs.store import JobStore
+from omni import OmniClient
+from settings import Settings
+from storage import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    client: OmniClient
+    jobs: JobStore
+    admission: Admission
+    runner: JobRunner

@@ -17,7 +17,7 @@ import sys
 import aiohttp
 import discord
 from discord.ext import commands
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from clock import Clock, system_clock
 from cogs.imagine import result_view
@@ -162,7 +162,7 @@ async def run(settings: Settings) -> int:
 
 
 def main() -> int:
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))
     try:
         settings = load_settings(os.environ)
     except ConfigError as error:

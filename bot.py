@@ -27,13 +27,14 @@ from jobs.runner import JobRunner
 from jobs.store import JobStore
 from omni import OmniClient
 from quota import ledger
+from quota.moderation import Moderation
 from services import Services
 from settings import ConfigError, RedactingFormatter, Settings, load_settings
 from storage import Database, open_database
 
 log = logging.getLogger("bot")
 
-EXTENSIONS = ("cogs.imagine", "cogs.errors")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits")
 
 
 class ImagineBot(commands.Bot):
@@ -67,10 +68,11 @@ class ImagineBot(commands.Bot):
             await ledger.ensure_account(conn, settings.account_credit, self.clock())
         client = OmniClient(settings.omni_api_key, base_url=base_url, session=self.session)
         store = JobStore(db, self.clock)
+        moderation = Moderation(db, self.clock)
         reporter = DiscordReporter(
             self,
             result_view=result_view,
-            moderator_channels=self._moderator_channels,
+            moderator_channels=moderation.modlog_channels,
             clock=self.clock,
         )
         runner = JobRunner(
@@ -91,6 +93,7 @@ class ImagineBot(commands.Bot):
             jobs=store,
             admission=admission,
             runner=runner,
+            moderation=moderation,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -105,13 +108,6 @@ class ImagineBot(commands.Bot):
         else:
             synced = await self.tree.sync()
         log.info("synced %d application commands", len(synced))
-
-    async def _moderator_channels(self) -> list[int]:
-        assert self.db is not None
-        rows = await self.db.fetch(
-            "SELECT modlog_channel_id FROM guild_settings WHERE modlog_channel_id IS NOT NULL"
-        )
-        return [row["modlog_channel_id"] for row in rows]
 
     async def on_ready(self) -> None:
         log.info("logged in as %s (%s) in %d guild(s)", self.user, self.user.id, len(self.guilds))  # type: ignore[union-attr]

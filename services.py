@@ -10,6 +10,7 @@ from jobs.admission import Admission
 from jobs.runner import JobRunner
 from jobs.store import JobStore
 from omni import OmniClient
+from quota.moderation import Moderation
 from settings import Settings
 from storage import Database
 
@@ -23,3 +24,4 @@ class Services:
     jobs: JobStore
     admission: Admission
     runner: JobRunner
+    moderation: Moderation

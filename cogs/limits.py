@@ -1,0 +1,267 @@
+"""`/quota` for everyone; `/limits`, `/credit`, `/blocklist`, `/modlog` for moderators.
+
+Moderator groups are hidden from members with `default_permissions`, and every call is
+checked again at run time (admins can change command permissions, and clients can send
+anything). Changes are announced in the mod-log channel when one is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from quota.limits import LimitField, ScopeKind
+from quota.moderation import Change, ModerationError
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
+log = logging.getLogger(__name__)
+
+MODERATOR_PERMISSIONS = discord.Permissions(manage_guild=True)
+Target = discord.Member | discord.User | discord.Role
+
+
+class ModeratorGroup(app_commands.Group):
+    """A command group only members with Manage Server may see and use."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(
+            default_permissions=MODERATOR_PERMISSIONS,
+            guild_only=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+
+def _when(timestamp: float | None) -> str:
+    return f"<t:{int(timestamp) + 1}:R>" if timestamp else "now"
+
+
+def _scope_of(interaction: discord.Interaction, target: Target | None) -> tuple[ScopeKind, int]:
+    if target is None:
+        return ScopeKind.GUILD, interaction.guild_id or 0
+    if isinstance(target, discord.Role):
+        return ScopeKind.ROLE, target.id
+    return ScopeKind.USER, target.id
+
+
+class Limits(commands.Cog):
+    limits = ModeratorGroup(name="limits", description="Per-member image limits")
+    credit = ModeratorGroup(name="credit", description="The Omniinfer account's credit")
+    blocklist = ModeratorGroup(name="blocklist", description="Prompt words this server refuses")
+    modlog = ModeratorGroup(name="modlog", description="Where limit changes are announced")
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        self.moderation = bot.services.moderation
+
+    async def _announce(self, interaction: discord.Interaction, change: Change) -> None:
+        """Answer the moderator and post the change to the mod-log channel, if any."""
+        text = f"✅ {change.describe()}"
+        await interaction.response.send_message(text, ephemeral=True)
+        channel_id = await self.moderation.modlog_channel(interaction.guild_id or 0)
+        if channel_id is None:
+            return
+        channel = self.bot.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            try:
+                await channel.send(
+                    f"🛠️ {interaction.user.mention}: {change.describe()}",
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+            except discord.HTTPException as error:
+                log.warning("could not post to the mod-log channel: %s", error)
+
+    async def _apply(self, interaction: discord.Interaction, change_coro: object) -> None:
+        try:
+            change = await change_coro  # type: ignore[misc]
+        except ModerationError as error:
+            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            return
+        await self._announce(interaction, change)
+
+    # -- everyone --------------------------------------------------------------------------
+
+    @app_commands.command(name="quota", description="How many images you have left")
+    @app_commands.guild_only()
+    async def quota(self, interaction: discord.Interaction) -> None:
+        roles = {role.id for role in getattr(interaction.user, "roles", ())}
+        q = await self.moderation.quota(interaction.guild_id or 0, interaction.user.id, roles)
+        if q.banned:
+            text = "⛔ A moderator has turned off image generation for you."
+        else:
+            lines = [
+                f"**Today:** {q.day_left} of {q.limits.images_per_day} images left"
+                + (f" (more {_when(q.day_resets_at)})" if q.day_resets_at else ""),
+                f"**This hour:** {q.hour_left} of {q.limits.images_per_hour} left"
+                + (f" (more {_when(q.hour_resets_at)})" if q.hour_resets_at else ""),
+                f"**Per job:** up to {q.limits.max_images_per_job} images, "
+                f"{q.limits.concurrent_jobs} at once, {q.limits.cooldown_seconds}s apart",
+            ]
+            if q.usage.grant:
+                lines.append(f"**Extra granted:** {q.usage.grant} images")
+            text = "\n".join(lines)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    # -- /limits ---------------------------------------------------------------------------
+
+    @limits.command(name="show", description="Show the limits of the server, a role or a member")
+    @app_commands.describe(target="A member or role (empty: the server's defaults)")
+    async def limits_show(
+        self, interaction: discord.Interaction, target: Target | None = None
+    ) -> None:
+        guild_id = interaction.guild_id or 0
+        scope, scope_id = _scope_of(interaction, target)
+        rules = [
+            r
+            for r in await self.moderation.rules(guild_id)
+            if r.scope is scope and r.scope_id == scope_id
+        ]
+        lines = [f"`{r.field.value}` = {r.value}" for r in rules] or ["(no rules set here)"]
+        if isinstance(target, discord.Member):
+            roles = {role.id for role in target.roles}
+            q = await self.moderation.quota(guild_id, target.id, roles)
+            effective = ", ".join(f"{f.value}={q.limits.value(f)}" for f in LimitField)
+            lines.append(f"Effective: {effective}")
+            lines.append(f"Used today: {q.usage.images_last_day}; granted: {q.usage.grant}")
+        title = target.mention if target else "Server defaults"
+        await interaction.response.send_message(
+            f"**{title}**\n" + "\n".join(lines),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @limits.command(name="set", description="Set a limit for the server, a role or a member")
+    @app_commands.describe(
+        scope="Whom the limit is for",
+        field="Which limit",
+        value="The new value",
+        target="The role or member (for scope role/user)",
+    )
+    async def limits_set(
+        self,
+        interaction: discord.Interaction,
+        scope: ScopeKind,
+        field: LimitField,
+        value: int,
+        target: Target | None = None,
+    ) -> None:
+        if scope is ScopeKind.GUILD:
+            scope_id = interaction.guild_id or 0
+        elif target is None or isinstance(target, discord.Role) != (scope is ScopeKind.ROLE):
+            await interaction.response.send_message(
+                f"❌ **target**: give the {scope.value} this limit is for.", ephemeral=True
+            )
+            return
+        else:
+            scope_id = target.id
+        await self._apply(
+            interaction,
+            self.moderation.set_limit(
+                interaction.guild_id or 0, interaction.user.id, scope, scope_id, field, value
+            ),
+        )
+
+    @limits.command(
+        name="reset", description="Remove the limits set for the server, a role or a member"
+    )
+    @app_commands.describe(target="A member or role (empty: the server's defaults)")
+    async def limits_reset(
+        self, interaction: discord.Interaction, target: Target | None = None
+    ) -> None:
+        scope, scope_id = _scope_of(interaction, target)
+        await self._apply(
+            interaction,
+            self.moderation.reset_limits(
+                interaction.guild_id or 0, interaction.user.id, scope, scope_id
+            ),
+        )
+
+    @limits.command(name="grant", description="Give a member extra images, once")
+    async def limits_grant(
+        self, interaction: discord.Interaction, user: discord.Member, images: int
+    ) -> None:
+        await self._apply(
+            interaction,
+            self.moderation.grant(interaction.guild_id or 0, interaction.user.id, user.id, images),
+        )
+
+    @limits.command(name="ban", description="Stop a member from generating images")
+    async def limits_ban(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        await self._apply(
+            interaction,
+            self.moderation.ban(interaction.guild_id or 0, interaction.user.id, user.id),
+        )
+
+    @limits.command(name="unban", description="Let a member generate images again")
+    async def limits_unban(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        await self._apply(
+            interaction,
+            self.moderation.unban(interaction.guild_id or 0, interaction.user.id, user.id),
+        )
+
+    # -- /credit ---------------------------------------------------------------------------
+
+    @credit.command(name="show", description="The account's credit, spent and reserved")
+    async def credit_show(self, interaction: discord.Interaction) -> None:
+        balance = await self.moderation.balance()
+        text = (
+            f"**Credit:** {balance.credit} images · **spent:** {balance.spent} · "
+            f"**reserved:** {balance.reserved} · **available:** {balance.available}"
+        )
+        if balance.paused_reason:
+            text += "\n⚠️ Generation is paused: Omniinfer reported the account out of credit."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @credit.command(name="set", description="State the account's credit (in images) after a top-up")
+    async def credit_set(self, interaction: discord.Interaction, images: int) -> None:
+        await self._apply(
+            interaction,
+            self.moderation.set_credit(interaction.guild_id or 0, interaction.user.id, images),
+        )
+
+    # -- /blocklist ------------------------------------------------------------------------
+
+    @blocklist.command(name="add", description="Refuse prompts containing a word or phrase")
+    async def blocklist_add(self, interaction: discord.Interaction, word: str) -> None:
+        await self._apply(
+            interaction,
+            self.moderation.block_word(interaction.guild_id or 0, interaction.user.id, word),
+        )
+
+    @blocklist.command(name="remove", description="Allow a word or phrase again")
+    async def blocklist_remove(self, interaction: discord.Interaction, word: str) -> None:
+        await self._apply(
+            interaction,
+            self.moderation.unblock_word(interaction.guild_id or 0, interaction.user.id, word),
+        )
+
+    @blocklist.command(name="list", description="The words this server refuses")
+    async def blocklist_list(self, interaction: discord.Interaction) -> None:
+        words = await self.moderation.blocklist(interaction.guild_id or 0)
+        text = ", ".join(f"`{w}`" for w in words) if words else "The blocklist is empty."
+        await interaction.response.send_message(text[:2000], ephemeral=True)
+
+    # -- /modlog ---------------------------------------------------------------------------
+
+    @modlog.command(name="channel", description="Announce limit changes in this channel")
+    async def modlog_channel(
+        self, interaction: discord.Interaction, channel: discord.TextChannel
+    ) -> None:
+        await self._apply(
+            interaction,
+            self.moderation.set_modlog(interaction.guild_id or 0, interaction.user.id, channel.id),
+        )
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(Limits(bot))

@@ -109,6 +109,8 @@ class Job:
     failure_detail: str | None = None
     created_at: float = 0.0
     finished_at: float | None = None
+    deleted_at: float | None = None
+    upscale_index: int | None = None
 
     def with_(self, **changes: Any) -> Job:
         return replace(self, **changes)

@@ -33,9 +33,9 @@ class JobStore:
             """INSERT INTO jobs (id, kind, state, charge, cost, guild_id, channel_id, user_id,
                    request, age_restricted, sandbox, parent_job_id, application_id,
                    interaction_token, token_expires_at, upload_limit, message_id,
-                   created_at, updated_at)
+                   upscale_index, created_at, updated_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                       $16, $17, $18, $18)""",
+                       $16, $17, $18, $19, $19)""",
             job.id,
             job.kind.value,
             job.state.value,
@@ -53,6 +53,7 @@ class JobStore:
             o.token_expires_at,
             o.upload_limit,
             job.message_id,
+            job.upscale_index,
             job.created_at,
         )
 
@@ -90,13 +91,34 @@ class JobStore:
             return None
         return job.with_(state=to, **fields)
 
-    async def set_message(self, job: Job, message_id: int) -> Job:
-        await self.db.execute("UPDATE jobs SET message_id = $2 WHERE id = $1", job.id, message_id)
-        return job.with_(message_id=message_id)
+    async def mark_deleted(self, job: Job) -> bool:
+        """Record that the member (or a moderator) deleted the job's images; True once."""
+        return bool(
+            await self.db.execute(
+                "UPDATE jobs SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
+                job.id,
+                self.clock(),
+            )
+        )
 
-    async def by_message(self, message_id: int) -> Job | None:
-        row = await self.db.fetchrow("SELECT * FROM jobs WHERE message_id = $1", message_id)
-        return _job(row) if row else None
+    async def history(
+        self, guild_id: int, user_id: int, *, limit: int, offset: int = 0
+    ) -> list[Job]:
+        """A member's jobs in a guild, newest first."""
+        rows = await self.db.fetch(
+            """SELECT * FROM jobs WHERE guild_id = $1 AND user_id = $2
+               ORDER BY created_at DESC LIMIT $3 OFFSET $4""",
+            guild_id,
+            user_id,
+            limit,
+            offset,
+        )
+        return [_job(row) for row in rows]
+
+    async def count_for(self, guild_id: int, user_id: int) -> int:
+        return await self.db.fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
+        )
 
 
 def _column_value(value: Any) -> Any:
@@ -134,4 +156,6 @@ def _job(row: Any) -> Job:
         failure_detail=row["failure_detail"],
         created_at=row["created_at"],
         finished_at=row["finished_at"],
+        deleted_at=row["deleted_at"],
+        upscale_index=row["upscale_index"],
     )

@@ -163,21 +163,27 @@ class Moderation:
         return change
 
     async def set_modlog(self, guild_id: int, actor_id: int, channel_id: int) -> Change:
+        return await self.set_guild_channel(
+            guild_id, actor_id, "modlog_channel_id", "modlog channel", channel_id
+        )
+
+    async def set_guild_channel(
+        self, guild_id: int, actor_id: int, column: str, action: str, channel_id: int
+    ) -> Change:
+        """Point one of the guild's special channels (mod-log, gallery) somewhere."""
+        assert column in ("modlog_channel_id", "gallery_channel_id")
         async with self._db.transaction() as conn:
             before = await conn.fetchval(
-                "SELECT modlog_channel_id FROM guild_settings WHERE guild_id = $1", guild_id
+                f"SELECT {column} FROM guild_settings WHERE guild_id = $1", guild_id
             )
             await conn.execute(
-                """INSERT INTO guild_settings (guild_id, modlog_channel_id) VALUES ($1, $2)
-                   ON CONFLICT (guild_id) DO UPDATE SET modlog_channel_id = $2""",
+                f"""INSERT INTO guild_settings (guild_id, {column}) VALUES ($1, $2)
+                    ON CONFLICT (guild_id) DO UPDATE SET {column} = $2""",
                 guild_id,
                 channel_id,
             )
             change = Change(
-                "modlog channel",
-                "server",
-                f"<#{before}>" if before else None,
-                f"<#{channel_id}>",
+                action, "server", f"<#{before}>" if before else None, f"<#{channel_id}>"
             )
             await self._audit(conn, guild_id, actor_id, change)
         return change

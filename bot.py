@@ -20,8 +20,9 @@ from discord.ext import commands
 from dotenv import find_dotenv, load_dotenv
 
 from clock import Clock, system_clock
-from cogs.imagine import result_view
+from cogs.utils.buttons import result_view
 from cogs.utils.reporter import DiscordReporter
+from cogs.utils.sources import DiscordSourceImages
 from jobs.admission import Admission
 from jobs.runner import JobRunner
 from jobs.store import JobStore
@@ -30,11 +31,12 @@ from quota import ledger
 from quota.moderation import Moderation
 from services import Services
 from settings import ConfigError, RedactingFormatter, Settings, load_settings
+from sharing.gallery import Gallery
 from storage import Database, open_database
 
 log = logging.getLogger("bot")
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits", "cogs.gallery")
 
 
 class ImagineBot(commands.Bot):
@@ -76,7 +78,13 @@ class ImagineBot(commands.Bot):
             clock=self.clock,
         )
         runner = JobRunner(
-            db, store, client, reporter, self.clock, max_in_flight=settings.max_jobs_in_flight
+            db,
+            store,
+            client,
+            reporter,
+            self.clock,
+            sources=DiscordSourceImages(self, store),
+            max_in_flight=settings.max_jobs_in_flight,
         )
         admission = Admission(
             db,
@@ -94,6 +102,7 @@ class ImagineBot(commands.Bot):
             admission=admission,
             runner=runner,
             moderation=moderation,
+            gallery=Gallery(db, self.clock, moderation),
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)

@@ -12,6 +12,7 @@ from jobs.store import JobStore
 from omni import OmniClient
 from quota.moderation import Moderation
 from settings import Settings
+from sharing.gallery import Gallery
 from storage import Database
 
 
@@ -25,3 +26,4 @@ class Services:
     admission: Admission
     runner: JobRunner
     moderation: Moderation
+    gallery: Gallery

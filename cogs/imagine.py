@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils import embeds
+from cogs.utils.buttons import IMAGINE_BUTTONS
 from jobs.admission import Refused, Ticket
-from jobs.model import TOKEN_LIFETIME, Job, Origin
+from jobs.model import TOKEN_LIFETIME, Job, JobKind, Origin
 from jobs.requests import IMAGES_PER_JOB, ImagineOptions, build_request, reroll
 from omni import InvalidRequest, Txt2ImgRequest, rules
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from services import Services
 
 log = logging.getLogger(__name__)
-
-JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 
 # The omni field a validation error names → the option the member typed.
 OPTION_NAMES = {
@@ -68,10 +67,10 @@ class Imagine(commands.Cog):
         return self.bot.services
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(RerollButton, DetailsButton, DeleteButton)
+        self.bot.add_dynamic_items(*IMAGINE_BUTTONS)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(RerollButton, DetailsButton, DeleteButton)
+        self.bot.remove_dynamic_items(*IMAGINE_BUTTONS)
 
     @app_commands.command(name="imagine", description="Generate images with SDXL 1.0")
     @app_commands.guild_only()
@@ -142,6 +141,8 @@ class Imagine(commands.Cog):
         request: Txt2ImgRequest,
         *,
         parent: Job | None = None,
+        kind: JobKind = JobKind.TXT2IMG,
+        upscale_index: int | None = None,
     ) -> None:
         """Acknowledge at once, then admit (limits, credit) and queue the job."""
         services = self.services
@@ -172,6 +173,8 @@ class Imagine(commands.Cog):
                 sandbox=services.settings.sandbox,
                 parent_job_id=parent.id if parent else None,
                 message_id=message_id,
+                kind=kind,
+                upscale_index=upscale_index,
             )
         )
         if isinstance(outcome, Refused):
@@ -211,6 +214,10 @@ class Imagine(commands.Cog):
         await interaction.response.send_message("🗑️ Deleted.", ephemeral=True)
         if interaction.message is not None:
             await interaction.message.delete()
+        if await self.services.jobs.mark_deleted(job):
+            gallery = self.bot.get_cog("Gallery")
+            if gallery is not None:
+                await gallery.remove_post(job.id)  # type: ignore[attr-defined]
 
 
 def can_delete(interaction: discord.Interaction, job: Job) -> bool:
@@ -220,59 +227,6 @@ def can_delete(interaction: discord.Interaction, job: Job) -> bool:
 def _age_restricted(interaction: discord.Interaction) -> bool:
     channel = interaction.channel
     return bool(getattr(channel, "nsfw", False))
-
-
-def result_view(job: Job) -> discord.ui.View:
-    """The buttons under finished images; they work after a restart (custom ids carry the
-    job id, and the items are registered as dynamic items)."""
-    view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(job.id))
-    view.add_item(DetailsButton(job.id))
-    view.add_item(DeleteButton(job.id))
-    return view
-
-
-class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]]):
-    """A button whose custom id names its job; `handler` is the Imagine method it calls."""
-
-    handler: str
-    label: str
-    emoji: str
-    style = discord.ButtonStyle.secondary
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        super().__init__(
-            discord.ui.Button(
-                label=self.label,
-                emoji=self.emoji,
-                style=self.style,
-                custom_id=f"imagine:{self.handler}:{job_id}",
-            )
-        )
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> _JobButton:
-        return cls(match["job_id"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Imagine")
-        assert isinstance(cog, Imagine)
-        await getattr(cog, f"on_{self.handler}")(interaction, self.job_id)
-
-
-class RerollButton(_JobButton, template=rf"imagine:reroll:{JOB_ID}"):
-    handler, label, emoji, style = "reroll", "Reroll", "🎲", discord.ButtonStyle.primary
-
-
-class DetailsButton(_JobButton, template=rf"imagine:details:{JOB_ID}"):
-    handler, label, emoji = "details", "Details", "🔎"
-
-
-class DeleteButton(_JobButton, template=rf"imagine:delete:{JOB_ID}"):
-    handler, label, emoji, style = "delete", "Delete", "🗑️", discord.ButtonStyle.danger
 
 
 async def setup(bot: ImagineBot) -> None:

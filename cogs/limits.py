@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils.checks import MODERATOR_PERMISSIONS, require_moderator
 from quota.limits import LimitField, ScopeKind
 from quota.moderation import Change, ModerationError
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODERATOR_PERMISSIONS = discord.Permissions(manage_guild=True)
 Target = discord.Member | discord.User | discord.Role
 
 
@@ -37,8 +37,7 @@ class ModeratorGroup(app_commands.Group):
         )
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if not interaction.permissions.manage_guild:
-            raise app_commands.MissingPermissions(["manage_guild"])
+        require_moderator(interaction)
         return True
 
 

@@ -34,6 +34,7 @@ class Ticket:
     sandbox: bool = False
     parent_job_id: str | None = None
     message_id: int | None = None  # the reply that will show the job
+    upscale_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Admission:
                 sandbox=ticket.sandbox,
                 parent_job_id=ticket.parent_job_id,
                 message_id=ticket.message_id,
+                upscale_index=ticket.upscale_index,
                 created_at=now,
             )
             await self._jobs.insert(conn, job)

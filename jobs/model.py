@@ -12,6 +12,7 @@ from omni import Txt2ImgRequest
 # Discord lets an interaction token be used for 15 minutes; keep a margin for the last edit.
 TOKEN_LIFETIME = 15 * 60.0
 TOKEN_SAFETY_MARGIN = 30.0
+UPSCALE_FACTOR = 2.0
 
 
 class JobState(StrEnum):
@@ -111,6 +112,11 @@ class Job:
     finished_at: float | None = None
     deleted_at: float | None = None
     upscale_index: int | None = None
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        scale = UPSCALE_FACTOR if self.kind is JobKind.UPSCALE else 1
+        return int(self.request.width * scale), int(self.request.height * scale)
 
     def with_(self, **changes: Any) -> Job:
         return replace(self, **changes)

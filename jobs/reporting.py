@@ -31,6 +31,11 @@ class DeliveryFailed(Exception):
     """The images could not be posted anywhere the member would see them."""
 
 
+class SourceImages(Protocol):
+    async def fetch(self, job: Job) -> bytes:
+        """The image an upscale job starts from (image `upscale_index` of its parent)."""
+
+
 class Reporter(Protocol):
     def update(self, job: Job, update: Update) -> None:
         """Show progress. Must not block or raise: implementations coalesce and throttle."""

@@ -15,10 +15,18 @@ from collections.abc import AsyncIterator
 from clock import Clock
 from jobs.failures import Failure, FailureKind, classify
 from jobs.fair_queue import FairQueue
-from jobs.model import Charge, Job, JobResult, JobState
-from jobs.reporting import DeliveryFailed, Reporter, Stage, Update
+from jobs.model import UPSCALE_FACTOR, Charge, Job, JobKind, JobResult, JobState
+from jobs.reporting import DeliveryFailed, Reporter, SourceImages, Stage, Update
 from jobs.store import JobStore
-from omni import InsufficientCredit, OmniClient, OmniError, Progress, TaskStatus
+from omni import (
+    InsufficientCredit,
+    OmniClient,
+    OmniError,
+    Progress,
+    Submission,
+    TaskStatus,
+    UpscaleRequest,
+)
 from quota import ledger
 from storage import Database
 
@@ -36,6 +44,7 @@ class JobRunner:
         reporter: Reporter,
         clock: Clock,
         *,
+        sources: SourceImages,
         max_in_flight: int,
         max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
@@ -43,6 +52,7 @@ class JobRunner:
         self._store = store
         self._client = client
         self._reporter = reporter
+        self._sources = sources
         self._clock = clock
         self._max_in_flight = max_in_flight
         self._max_wait = max_wait
@@ -158,7 +168,7 @@ class JobRunner:
             return job  # another process took it
         job = moved
         try:
-            submission = await self._client.txt2img(job.request)
+            submission = await self._send(job)
         except InsufficientCredit as error:
             await self._pause(str(error))
             await self._fail(job, classify(error))
@@ -168,6 +178,12 @@ class JobRunner:
             return job.with_(state=JobState.FAILED)
         submitted = await self._store.advance(job, JobState.SUBMITTED, task_id=submission.task_id)
         return submitted or job
+
+    async def _send(self, job: Job) -> Submission:
+        if job.kind is JobKind.UPSCALE:
+            image = await self._sources.fetch(job)
+            return await self._client.upscale(UpscaleRequest(image=image, factor=UPSCALE_FACTOR))
+        return await self._client.txt2img(job.request)
 
     async def _follow(self, job: Job) -> None:
         """Poll a job Omniinfer has, fetch its images, deliver them, settle the credit."""
@@ -188,8 +204,8 @@ class JobRunner:
         info = final.info
         result = JobResult(
             seeds=info.all_seeds or ((info.seed,) if info.seed is not None else ()) if info else (),
-            width=job.request.width,
-            height=job.request.height,
+            width=job.output_size[0],
+            height=job.output_size[1],
             duration=self._clock() - job.created_at,
         )
         job = job.with_(result=result)

@@ -39,12 +39,16 @@ async def download_images(
     """
     for url in urls:
         _check_url(url)
-    async with asyncio.TaskGroup() as group:
-        tasks = [
-            group.create_task(download_image(session, url, max_bytes=max_bytes, retry=retry))
-            for url in urls
-        ]
-    return [task.result() for task in tasks]
+    tasks = [
+        asyncio.ensure_future(download_image(session, url, max_bytes=max_bytes, retry=retry))
+        for url in urls
+    ]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:  # one failed: the others are no longer wanted
+            task.cancel()
+        raise
 
 
 async def download_image(

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 import aiohttp
 import discord
@@ -42,17 +43,19 @@ EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits", "cogs.gallery")
 class ImagineBot(commands.Bot):
     services: Services
 
-    def __init__(self, settings: Settings, *, clock: Clock = system_clock) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = system_clock, **options: Any) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
             help_command=None,
+            **options,
         )
         self.settings = settings
         self.clock = clock
         self.session: aiohttp.ClientSession | None = None
         self.emulator: object | None = None
         self.db: Database | None = None
+        self._closing: asyncio.Future[None] | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
@@ -122,6 +125,13 @@ class ImagineBot(commands.Bot):
         log.info("logged in as %s (%s) in %d guild(s)", self.user, self.user.id, len(self.guilds))  # type: ignore[union-attr]
 
     async def close(self) -> None:
+        """Stop taking jobs, disconnect, then release what we own. discord.py calls this
+        again on its way out of `connect`, so the second call only waits for the first."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_once())
+        await asyncio.shield(self._closing)
+
+    async def _close_once(self) -> None:
         if hasattr(self, "services"):
             await self.services.runner.stop()
         await super().close()

@@ -14,8 +14,13 @@ from jobs.model import Job, JobKind
 JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]]):
-    """A button whose click calls `on_<handler>(interaction, job_id, *args)` on a cog."""
+_Dynamic = discord.ui.DynamicItem[discord.ui.Button[Any]]
+
+
+class JobButton:
+    """Mixed into each dynamic button: its click calls `on_<handler>(interaction, job_id,
+    *args)` on a cog. (discord.py wants a template on every DynamicItem subclass, so the
+    shared behaviour lives in this mixin.)"""
 
     cog: str = "Imagine"
     handler: str
@@ -23,14 +28,14 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]]):
     emoji: str | None = None
     style = discord.ButtonStyle.secondary
 
-    def __init__(self, job_id: str, *, row: int | None = None) -> None:
+    def __init__(self, job_id: str, *, row: int | None = None, custom_id: str = "") -> None:
         self.job_id = job_id
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]
             discord.ui.Button(
                 label=self.label,
                 emoji=self.emoji,
                 style=self.style,
-                custom_id=f"imagine:{self.handler}:{job_id}",
+                custom_id=custom_id or f"imagine:{self.handler}:{job_id}",
                 row=row,
             )
         )
@@ -49,35 +54,34 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]]):
         await getattr(cog, f"on_{self.handler}")(interaction, self.job_id, *self.handler_args())
 
 
-class RerollButton(JobButton, template=rf"imagine:reroll:{JOB_ID}"):
+class RerollButton(JobButton, _Dynamic, template=rf"imagine:reroll:{JOB_ID}"):
     handler, label, emoji, style = "reroll", "Reroll", "🎲", discord.ButtonStyle.primary
 
 
-class VariationsButton(JobButton, template=rf"imagine:variations:{JOB_ID}"):
+class VariationsButton(JobButton, _Dynamic, template=rf"imagine:variations:{JOB_ID}"):
     cog, handler, label, emoji = "Gallery", "variations", "Variations", "🔀"
 
 
-class ShareButton(JobButton, template=rf"imagine:share:{JOB_ID}"):
+class ShareButton(JobButton, _Dynamic, template=rf"imagine:share:{JOB_ID}"):
     cog, handler, label, emoji = "Gallery", "share", "Share", "📣"
     style = discord.ButtonStyle.success
 
 
-class DetailsButton(JobButton, template=rf"imagine:details:{JOB_ID}"):
+class DetailsButton(JobButton, _Dynamic, template=rf"imagine:details:{JOB_ID}"):
     handler, label, emoji = "details", "Details", "🔎"
 
 
-class DeleteButton(JobButton, template=rf"imagine:delete:{JOB_ID}"):
+class DeleteButton(JobButton, _Dynamic, template=rf"imagine:delete:{JOB_ID}"):
     handler, label, emoji, style = "delete", "Delete", "🗑️", discord.ButtonStyle.danger
 
 
-class UpscaleButton(JobButton, template=rf"imagine:upscale:{JOB_ID}:(?P<index>[0-3])"):
+class UpscaleButton(JobButton, _Dynamic, template=rf"imagine:upscale:{JOB_ID}:(?P<index>[0-3])"):
     cog, handler, emoji = "Gallery", "upscale", "⬆️"
 
     def __init__(self, job_id: str, index: int = 0) -> None:
         self.index = index
         self.label = f"Upscale {index + 1}"
-        super().__init__(job_id, row=1)
-        self.item.custom_id = f"imagine:upscale:{job_id}:{index}"
+        super().__init__(job_id, row=1, custom_id=f"imagine:upscale:{job_id}:{index}")
 
     @classmethod
     async def from_custom_id(
@@ -89,14 +93,13 @@ class UpscaleButton(JobButton, template=rf"imagine:upscale:{JOB_ID}:(?P<index>[0
         return (self.index,)
 
 
-class VoteButton(JobButton, template=rf"gallery:vote:{JOB_ID}"):
+class VoteButton(JobButton, _Dynamic, template=rf"gallery:vote:{JOB_ID}"):
     cog, handler, label, emoji = "Gallery", "vote", "Vote", "⭐"
     style = discord.ButtonStyle.primary
 
     def __init__(self, job_id: str, votes: int = 0) -> None:
-        super().__init__(job_id)
-        self.item.label = f"Vote ({votes})" if votes else "Vote"
-        self.item.custom_id = f"gallery:vote:{job_id}"
+        self.label = f"Vote ({votes})" if votes else "Vote"
+        super().__init__(job_id, custom_id=f"gallery:vote:{job_id}")
 
 
 IMAGINE_BUTTONS = (RerollButton, DetailsButton, DeleteButton)

@@ -1,0 +1,175 @@
+"""The whole bot, for end-to-end tests: real discord.py against the fake Discord, the real
+client against the Omniinfer emulator, a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from bot import ImagineBot
+from omni.emulator import Emulator
+from settings import Settings
+from tests.fakes.discord import Channel, FakeDiscord, Guild, InteractionRecord, Member, Role
+
+logging.getLogger("discord").setLevel(logging.WARNING)
+
+
+class FakeClock:
+    """Wall-clock time that tests can move forward (cooldowns, rolling windows, tokens)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@dataclass
+class World:
+    """A server with channels, members and a moderator role."""
+
+    guild: Guild
+    general: Channel
+    nsfw: Channel
+    gallery: Channel
+    modlog: Channel
+    mods: Role
+    alice: Member
+    bob: Member
+    mod: Member
+
+
+def build_world(fake: FakeDiscord, *, upload_limit: int | None = None) -> World:
+    guild = fake.add_guild(upload_limit=upload_limit)
+    mods = guild.add_role(
+        "Mods", discord.Permissions(manage_guild=True, manage_messages=True).value
+    )
+    return World(
+        guild=guild,
+        general=fake.add_channel(guild, "general"),
+        nsfw=fake.add_channel(guild, "after-dark", nsfw=True),
+        gallery=fake.add_channel(guild, "gallery"),
+        modlog=fake.add_channel(guild, "bot-log"),
+        mods=mods,
+        alice=guild.add_member("alice"),
+        bob=guild.add_member("bob"),
+        mod=guild.add_member("mod", roles=[mods]),
+    )
+
+
+@dataclass
+class Harness:
+    fake: FakeDiscord
+    emulator: Emulator
+    world: World
+    database_url: str
+    clock: FakeClock = field(default_factory=FakeClock)
+    bot: ImagineBot | None = None
+    _task: asyncio.Task[None] | None = None
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> Settings:
+        base = Settings(
+            discord_token=self.fake.bot_token,
+            omni_api_key=self.emulator.api_key,
+            omni_base_url=self.emulator.base_url,
+            database_url=self.database_url,
+            dev_guild_id=self.world.guild.id,
+            account_credit=1000,
+        )
+        return replace(base, **self.settings_overrides)
+
+    async def start_bot(self) -> ImagineBot:
+        """Log in, sync commands and resume jobs, as `python bot.py` does."""
+        self.fake._identified.clear()
+        bot = ImagineBot(self.settings(), clock=self.clock, guild_ready_timeout=0.05)
+        await bot.login(self.fake.bot_token)
+        self._task = asyncio.create_task(bot.connect(reconnect=False))
+        await self.fake.wait_until_ready()
+        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        self.bot = bot
+        return bot
+
+    async def stop_bot(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self.bot, self._task = None, None
+
+    async def restart_bot(self) -> ImagineBot:
+        await self.stop_bot()
+        return await self.start_bot()
+
+    # -- what members do -------------------------------------------------------------------
+
+    async def imagine(
+        self, member: Member | None = None, channel: Channel | None = None, **options: Any
+    ) -> InteractionRecord:
+        options.setdefault("prompt", "a lighthouse at dusk")
+        return await self.fake.slash(
+            self.world.guild,
+            channel or self.world.general,
+            member or self.world.alice,
+            "imagine",
+            options,
+        )
+
+    async def command(self, member: Member, name: str, **options: Any) -> InteractionRecord:
+        return await self.fake.slash(self.world.guild, self.world.general, member, name, options)
+
+    async def click(
+        self, member: Member, record: InteractionRecord, label: str
+    ) -> InteractionRecord:
+        """Click the button whose custom id contains `label` on the record's reply."""
+        message = record.original
+        assert message is not None
+        custom_id = next(c for c in message.custom_ids() if f":{label}:" in c or c.endswith(label))
+        channel = self.fake.channels[message.channel_id]
+        return await self.fake.click(self.world.guild, channel, member, message, custom_id)
+
+    async def finished(self, record: InteractionRecord, timeout: float = 15.0) -> InteractionRecord:
+        """Wait until the reply shows its ending: images, a failure, or a refusal."""
+        await self.fake.wait_for(lambda: _ended(record), timeout)
+        return record
+
+    async def answered(self, record: InteractionRecord, timeout: float = 10.0) -> InteractionRecord:
+        """Wait for a first response plus anything it leads to (for quick commands)."""
+        await self.fake.wait_for(
+            lambda: (
+                (record.acknowledged
+                and (record.latest is None or not record.latest.loading))
+                or bool(record.followups)
+            ),
+            timeout,
+        )
+        return record
+
+
+def _ended(record: InteractionRecord) -> bool:
+    if record.followups:
+        return True
+    latest = record.latest
+    if latest is None or latest.loading:
+        return False
+    text = latest.text
+    return bool(latest.attachments) or "❌" in text or "⛔" in text or "Images ready" in text
+
+
+def image_bytes(record: InteractionRecord) -> list[bytes]:
+    assert record.latest is not None
+    return [data for _, data in record.latest.attachments]
+
+
+ROOT = Path(__file__).resolve().parents[1]

@@ -148,8 +148,7 @@ class Harness:
         """Wait for a first response plus anything it leads to (for quick commands)."""
         await self.fake.wait_for(
             lambda: (
-                (record.acknowledged
-                and (record.latest is None or not record.latest.loading))
+                (record.acknowledged and (record.latest is None or not record.latest.loading))
                 or bool(record.followups)
             ),
             timeout,

@@ -11,7 +11,7 @@ FAILURE_TITLES: dict[FailureKind, str] = {
     FailureKind.TASK_FAILED: "The generation failed",
     FailureKind.TIMED_OUT: "The generation timed out",
     FailureKind.UNAVAILABLE: "Omniinfer is not answering right now",
-    FailureKind.UNCERTAIN: "The job was interrupted while it was being sent",
+    FailureKind.UNCERTAIN: "Omniinfer did not confirm the job",
     FailureKind.TASK_LOST: "Omniinfer lost track of the job",
     FailureKind.DOWNLOAD_FAILED: "The images could not be fetched",
     FailureKind.DELIVERY_FAILED: "The images could not be posted",
@@ -28,8 +28,8 @@ _ADVICE: dict[FailureKind, str] = {
     FailureKind.TASK_FAILED: "Nothing was charged. Try again, perhaps with other options.",
     FailureKind.TIMED_OUT: "Nothing was charged. Try again in a moment.",
     FailureKind.UNAVAILABLE: "Nothing was charged. Try again in a few minutes.",
-    FailureKind.UNCERTAIN: "Omniinfer may have started it; it counts against your allowance "
-    "just in case. Try again.",
+    FailureKind.UNCERTAIN: "It may have started anyway, so it counts against your allowance "
+    "just in case; it is never sent twice. Try again.",
     FailureKind.TASK_LOST: "Nothing was charged. Try again.",
     FailureKind.DOWNLOAD_FAILED: "Omniinfer made them, but the links failed. Try again.",
     FailureKind.DELIVERY_FAILED: "Discord refused the upload. Try again.",

@@ -1,29 +1,234 @@
-"""/imagine end to end: what a member sees in Discord."""
+"""/imagine end to end: what members see in Discord, through the real discord.py, the fake
+Discord and the Omniinfer emulator."""
 
 from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
 
 from tests.harness import image_bytes
 
 
+async def emulator_image(emulator, task_id: str, index: int) -> bytes:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{emulator.base_url}/images/{task_id}-{index}.png") as r:
+            return await r.read()
+
+
 async def test_happy_path_defers_shows_progress_and_posts_the_emulators_pngs(harness):
-    emulator = harness.emulator
-    emulator.duration = 2.0
+    harness.emulator.duration = 2.0
     record = await harness.imagine(prompt="a red fox in snow", images=2, seed=42)
     await harness.finished(record)
-    assert record.response_type == 5  # deferred at once: "thinking"
+    assert record.response_type == 5  # acknowledged at once: "thinking…"
     assert record.history[0].loading
-    progress = [s for s in record.history[1:-1]]
-    assert progress, "the reply was edited with progress before the images"
-    assert all("Status" in s.text for s in progress)
+    progress = record.history[1:-1]
+    assert progress and all("Status" in s.text for s in progress)
+    assert any("%" in s.text for s in progress)
     final = record.latest
-    assert "Images ready" in final.text
-    assert "42, 43" in final.text
-    pngs = image_bytes(record)
-    assert len(pngs) == 2
-    async with __import__("aiohttp").ClientSession() as session:
-        task_id = next(iter(emulator.stats.polls_by_task))
-        for index, data in enumerate(pngs):
-            async with session.get(f"{emulator.base_url}/images/{task_id}-{index}.png") as r:
-                assert data == await r.read()
+    assert "Images ready" in final.text and "a red fox in snow" in final.text
+    assert "42, 43" in final.text  # the real seeds, from Omniinfer's info
+    assert f"<@{harness.world.alice.id}>" in final.text
+    [task_id] = harness.emulator.stats.polls_by_task
+    assert image_bytes(record) == [
+        await emulator_image(harness.emulator, task_id, i) for i in range(2)
+    ]
     assert harness.fake.rate_limited_count == 0
     assert harness.fake.unhandled == []
+
+
+async def test_a_slow_backend_shows_percent_eta_and_a_preview_image(harness):
+    harness.emulator.duration = 6.0
+    record = await harness.imagine()
+    await harness.finished(record, timeout=20)
+    running = [s for s in record.history if "Generating" in s.text]
+    assert running, [s.text for s in record.history]
+    assert any("left" in s.text for s in running)
+    previews = [e for s in running for e in s.embeds if e.get("image")]
+    assert previews and previews[0]["image"]["url"].endswith("preview.png")
+    shown = record.history[1:-1]  # progress edits; the final one is never held back
+    gaps = [b.at - a.at for a, b in zip(shown, shown[1:], strict=False)]
+    assert min(gaps) >= 0.9  # throttled: at most about one progress edit a second
+    assert harness.fake.rate_limited_count == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"steps": 80}, "steps"),
+        ({"cfg_scale": 0.2}, "cfg_scale"),
+        ({"seed": -5}, "seed"),
+        ({"sampler": "DDIM"}, "sampler"),
+        ({"size": "512x512"}, "size"),
+        ({"images": 9}, "images"),
+        ({"prompt": "   "}, "prompt"),
+    ],
+)
+async def test_invalid_options_get_an_ephemeral_error_naming_the_option(harness, options, named):
+    record = await harness.imagine(**options)
+    await harness.answered(record)
+    assert record.response_type == 4
+    assert record.latest.ephemeral
+    assert f"**{named}**" in record.latest.text
+    assert harness.emulator.stats.tasks_created == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ({"outcome": "fail", "reason": "NSFW content detected"}, "NSFW content detected"),
+        ({"outcome": "timeout"}, "timed out"),
+    ],
+)
+async def test_a_task_that_ends_badly_says_so_in_the_reply(harness, script, expected):
+    async with aiohttp.ClientSession() as session:
+        await session.post(f"{harness.emulator.base_url}/_emulator/tasks/next", json=script)
+    record = await harness.imagine()
+    await harness.finished(record)
+    assert "❌" in record.latest.text
+    assert expected in record.latest.text
+    assert not record.latest.attachments
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda emu: setattr(emu, "api_key", "rotated"), "key was refused"),
+        (lambda emu: setattr(emu, "credit", 0), "out of credit"),
+        (lambda emu: emu.faults.add(_fault("txt2img", "code", code=5, times=10)), "not answering"),
+        (lambda emu: emu.faults.add(_fault("txt2img", "http_status")), "did not confirm"),
+    ],
+)
+async def test_backend_errors_end_in_a_clear_message(harness, setup, expected):
+    setup(harness.emulator)
+    record = await harness.imagine()
+    await harness.finished(record)
+    assert expected in record.latest.text
+    assert "Traceback" not in record.said()
+
+
+def _fault(endpoint, kind, **options):
+    from omni.emulator import Fault
+
+    return Fault(endpoint=endpoint, kind=kind, **options)
+
+
+async def test_omniinfer_down_entirely_is_reported(harness):
+    await harness.emulator.stop()
+    record = await harness.imagine()
+    await harness.finished(record, timeout=20)
+    assert "not answering" in record.latest.text
+
+
+async def test_a_long_prompt_is_truncated_to_fit_discords_embed_limits(harness):
+    record = await harness.imagine(prompt="a very detailed castle " * 65)  # ~1500 chars
+    await harness.finished(record)
+    assert "Images ready" in record.latest.text
+    assert harness.fake.rejections == []
+
+
+async def test_images_too_big_for_the_upload_limit_are_reencoded_or_split(harness):
+    harness.world.guild.upload_limit = 400_000
+    record = await harness.imagine(images=4)
+    await harness.finished(record)
+    assert harness.fake.rejections == []
+    total = [data for _, data in record.latest.attachments]
+    total += [a.data for m in record.followups for a in m.attachments]
+    assert len(total) == 4
+    assert all(len(data) <= 400_000 for data in total)
+
+
+async def test_age_restricted_channels_skip_the_safety_negative_prompt(harness):
+    public = await harness.imagine(prompt="a beach")
+    private = await harness.imagine(
+        member=harness.world.bob, channel=harness.world.nsfw, prompt="a beach"
+    )
+    await harness.finished(public)
+    await harness.finished(private)
+    assert "nsfw" in public.latest.text.lower()
+    assert "Negative prompt" not in private.latest.text
+
+
+async def test_reroll_makes_a_new_job_with_the_same_options_and_a_new_seed(harness):
+    first = await harness.imagine(prompt="a cat", seed=7, steps=25)
+    await harness.finished(first)
+    second = await harness.click(harness.world.bob, first, "reroll")
+    await harness.finished(second)
+    assert "Images ready" in second.latest.text
+    assert "Steps: 25" in second.latest.text
+    assert "Seed: 7\n" not in second.latest.text + "\n"
+    assert f"<@{harness.world.bob.id}>" in second.latest.text
+
+
+async def test_details_answers_only_the_clicker_with_every_parameter(harness):
+    first = await harness.imagine(prompt="a cat", seed=9)
+    await harness.finished(first)
+    details = await harness.click(harness.world.bob, first, "details")
+    await harness.answered(details)
+    assert details.latest.ephemeral
+    for word in ("Model", "sd_xl_base_1.0", "Sampler", "Seeds: 9", "CFG scale"):
+        assert word in details.latest.text
+
+
+async def test_delete_is_refused_for_others_and_allowed_for_owner_and_moderators(harness):
+    first = await harness.imagine()
+    await harness.finished(first)
+    refused = await harness.click(harness.world.bob, first, "delete")
+    await harness.answered(refused)
+    assert refused.latest.ephemeral and "Only the member" in refused.latest.text
+    assert not first.original.deleted
+    by_mod = await harness.click(harness.world.mod, first, "delete")
+    await harness.answered(by_mod)
+    await harness.fake.wait_for(lambda: first.original.deleted)
+    second = await harness.imagine(member=harness.world.bob)
+    await harness.finished(second)
+    own = await harness.click(harness.world.bob, second, "delete")
+    await harness.answered(own)
+    await harness.fake.wait_for(lambda: second.original.deleted)
+
+
+async def test_buttons_keep_working_after_a_restart(harness):
+    first = await harness.imagine(prompt="a cat")
+    await harness.finished(first)
+    await harness.restart_bot()
+    details = await harness.click(harness.world.bob, first, "details")
+    await harness.answered(details)
+    assert "a cat" in details.latest.text
+    reroll = await harness.click(harness.world.alice, first, "reroll")
+    harness.clock.advance(60)  # past the cooldown
+    await harness.finished(reroll)
+    assert "Images ready" in reroll.latest.text or "⛔" in reroll.said()
+
+
+async def test_ten_members_at_once_all_get_their_images_without_a_single_429(harness):
+    members = [harness.world.guild.add_member(f"member{i}") for i in range(10)]
+    await harness.fake.sync_guild(harness.world.guild)
+    records = await asyncio.gather(*(harness.imagine(member=m) for m in members))
+    await asyncio.gather(*(harness.finished(r, timeout=30) for r in records))
+    assert all("Images ready" in r.latest.text for r in records)
+    assert all(len(image_bytes(r)) == 1 for r in records)
+    assert harness.fake.rate_limited_count == 0
+
+
+async def test_sandbox_mode_runs_the_bundled_emulator_and_says_sandbox(harness):
+    await harness.stop_bot()
+    harness.settings_overrides = {
+        "sandbox": True,
+        "omni_base_url": "http://127.0.0.1:9",
+        "sandbox_duration": 0.5,
+        "omni_api_key": "sandbox",
+    }
+    await harness.start_bot()
+    record = await harness.imagine()
+    await harness.finished(record)
+    assert "Images ready" in record.latest.text
+    assert "sandbox" in record.latest.text
+    assert harness.emulator.stats.tasks_created == 0  # the external one was never used
+
+
+async def test_a_rate_limited_edit_is_retried_and_the_final_state_still_lands(harness):
+    harness.fake.force_rate_limit(r"/webhooks/.*/messages/", retry_after=0.3, times=2)
+    record = await harness.imagine()
+    await harness.finished(record)
+    assert "Images ready" in record.latest.text

@@ -4,6 +4,7 @@ Discord and the Omniinfer emulator."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import aiohttp
 import pytest
@@ -12,9 +13,9 @@ from tests.harness import image_bytes
 
 
 async def emulator_image(emulator, task_id: str, index: int) -> bytes:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{emulator.base_url}/images/{task_id}-{index}.png") as r:
-            return await r.read()
+    url = f"{emulator.base_url}/images/{task_id}-{index}.png"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.read()
 
 
 async def test_happy_path_defers_shows_progress_and_posts_the_emulators_pngs(harness):
@@ -48,7 +49,7 @@ async def test_a_slow_backend_shows_percent_eta_and_a_preview_image(harness):
     previews = [e for s in running for e in s.embeds if e.get("image")]
     assert previews and previews[0]["image"]["url"].endswith("preview.png")
     shown = record.history[1:-1]  # progress edits; the final one is never held back
-    gaps = [b.at - a.at for a, b in zip(shown, shown[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(shown)]
     assert min(gaps) >= 0.9  # throttled: at most about one progress edit a second
     assert harness.fake.rate_limited_count == 0
 

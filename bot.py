@@ -71,7 +71,12 @@ class ImagineBot(commands.Bot):
         self.db = db = await open_database(settings.database_url)
         async with db.transaction() as conn:
             await ledger.ensure_account(conn, settings.account_credit, self.clock())
-        client = OmniClient(settings.omni_api_key, base_url=base_url, session=self.session)
+        client = OmniClient(
+            settings.omni_api_key,
+            base_url=base_url,
+            session=self.session,
+            timeout=aiohttp.ClientTimeout(total=settings.omni_timeout, sock_connect=10),
+        )
         store = JobStore(db, self.clock)
         moderation = Moderation(db, self.clock)
         reporter = DiscordReporter(

@@ -35,6 +35,7 @@ class Settings:
     discord_token: str = field(repr=False)
     omni_api_key: str = field(repr=False)
     omni_base_url: str = DEFAULT_OMNI_BASE_URL
+    omni_timeout: float = 30.0
     sandbox: bool = False
     sandbox_duration: float = 6.0
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
@@ -143,6 +144,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         discord_token=token,
         omni_api_key=api_key or ("sandbox" if sandbox else ""),
         omni_base_url=base_url,
+        omni_timeout=read.number("OMNI_TIMEOUT", 30.0, 1.0, 300.0),
         sandbox=sandbox,
         sandbox_duration=read.number("SANDBOX_DURATION", 6.0, 0.1, 120.0),
         database_url=database_url,

@@ -40,6 +40,9 @@ class Reporter(Protocol):
     def update(self, job: Job, update: Update) -> None:
         """Show progress. Must not block or raise: implementations coalesce and throttle."""
 
+    async def drain(self) -> None:
+        """Wait for progress already scheduled to be shown (before a shutdown)."""
+
     async def deliver(self, job: Job, images: list[bytes]) -> int | None:
         """Post the finished images; return the id of the message showing them."""
 

@@ -93,6 +93,7 @@ class JobRunner:
                 await self._dispatcher
         for job in self._queue.drain():
             self._reporter.update(job, Update(Stage.RESTARTING))
+        await self._reporter.drain()
         # A submit under way is allowed to finish, so its task id is stored, not lost.
         if self._submitting:
             await asyncio.wait(self._submitting, timeout=15)

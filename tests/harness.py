@@ -86,6 +86,7 @@ class Harness:
             database_url=self.database_url,
             dev_guild_id=self.world.guild.id,
             account_credit=1000,
+            omni_timeout=2.0,
         )
         return replace(base, **self.settings_overrides)
 

@@ -90,6 +90,11 @@ class DiscordReporter:
                 log.info("progress edit for job %s failed: %r", entry.job.id, error)
             entry.last_sent = loop.time()
 
+    async def drain(self, timeout: float = 10.0) -> None:
+        tasks = [e.task for e in self._progress.values() if e.task and not e.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     async def _quiesce(self, job_id: str) -> None:
         """Stop progress edits for a job; an edit already sent is allowed to land first, so
         it can never overwrite the final state."""

@@ -137,7 +137,7 @@ async def test_a_queued_job_whose_reply_expired_is_refunded_and_explained(harnes
     harness.settings_overrides = {"max_jobs_in_flight": 1}
     await harness.restart_bot()
     harness.emulator.duration = 2
-    first = await harness.imagine()
+    await harness.imagine()
     second = await harness.imagine(member=harness.world.bob)
     await harness.fake.wait_for(
         lambda: second.latest is not None and "Waiting" in second.latest.text

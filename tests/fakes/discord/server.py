@@ -104,6 +104,7 @@ class FakeDiscord:
         self._identified = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._clock_offset = 0.0
+        self.upload_delay = 0.0  # seconds before an upload is accepted: slow Discord
         self.base_url = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -686,6 +687,8 @@ class FakeDiscord:
         if message is None:
             return _error(404, 10008, "Unknown Message")
         payload, files = await self._body(request)
+        if files and self.upload_delay:
+            await asyncio.sleep(self.upload_delay)
         merged = {**Snapshot.of(message).__dict__, **payload}
         rejected = self._reject(
             request, {"content": merged["content"], "embeds": merged["embeds"]}, files, record.guild

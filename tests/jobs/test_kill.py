@@ -1,0 +1,179 @@
+"""Kill tests: the bot process is SIGKILLed at random points of its jobs (while submitting,
+polling and uploading) and restarted, over and over. At the end every job has ended exactly
+once, none was submitted twice, and the ledger balances.
+
+Randomness is seeded (KILL_TEST_SEED, default below), so a failure can be replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from collections import Counter
+
+import aiosqlite
+
+from omni.emulator import Emulator, Fault
+from tests.fakes.discord import FakeDiscord
+from tests.harness import ROOT, build_world
+
+SEED = int(os.environ.get("KILL_TEST_SEED", "20261125"))
+ROUNDS = 22
+KEY = "kill-test-key"
+
+
+async def start_bot(fake: FakeDiscord, emulator: Emulator, db_path: str, guild_id: int):
+    fake._identified.clear()
+    env = {
+        **os.environ,
+        "FAKE_DISCORD_URL": fake.base_url,
+        "DISCORD_TOKEN": fake.bot_token,
+        "OMNI_API_KEY": KEY,
+        "OMNI_BASE_URL": emulator.base_url,
+        "OMNI_TIMEOUT": "3",
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DEV_GUILD_ID": str(guild_id),
+        "ACCOUNT_CREDIT": "100000",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.run_bot",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await fake.wait_until_ready(timeout=30)
+    return process
+
+
+async def loosen_limits(db_path: str, guild_id: int) -> None:
+    """Every member may run many jobs back to back: the test is about crashes, not limits."""
+    async with aiosqlite.connect(db_path) as db:
+        for field, value in [
+            ("cooldown_seconds", 0),
+            ("concurrent_jobs", 20),
+            ("images_per_day", 10000),
+            ("images_per_hour", 10000),
+        ]:
+            await db.execute(
+                "INSERT INTO limit_rules VALUES (?, 'guild', ?, ?, ?)",
+                (guild_id, guild_id, field, value),
+            )
+        await db.commit()
+
+
+async def settle(db_path: str, timeout: float = 90) -> None:
+    """Wait until the bot process has ended every stored job (reading its database)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while sum((await phases(db_path)).values()):
+        assert loop.time() < deadline, await phases(db_path)
+        await asyncio.sleep(0.2)
+
+
+async def phases(db_path: str) -> Counter[str]:
+    async with aiosqlite.connect(db_path) as db:
+        rows = await db.execute_fetchall(
+            "SELECT state FROM jobs WHERE state NOT IN ('done', 'failed')"
+        )
+    return Counter(state for (state,) in rows)
+
+
+async def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
+    rng = random.Random(SEED)
+    emulator = Emulator(api_key=KEY, duration=0.8)
+    await emulator.start()
+    fake = FakeDiscord()
+    await fake.start()
+    world = build_world(fake)
+    db_path = str(tmp_path / "bot.db")
+    records = []
+    killed_during: Counter[str] = Counter()
+    try:
+        process = await start_bot(fake, emulator, db_path, world.guild.id)
+        await loosen_limits(db_path, world.guild.id)
+        for _ in range(ROUNDS):
+            if rng.random() < 0.3:  # a slow submit, so some kills land inside it
+                emulator.faults.add(Fault("txt2img", "delay", seconds=0.6))
+            fake.upload_delay = 0.5 if rng.random() < 0.3 else 0.0
+            for _ in range(rng.randint(1, 3)):
+                member = rng.choice([world.alice, world.bob, world.mod])
+                records.append(
+                    await fake.slash(
+                        world.guild,
+                        world.general,
+                        member,
+                        "imagine",
+                        {"prompt": f"kill test {len(records)}", "images": rng.randint(1, 2)},
+                    )
+                )
+            await asyncio.sleep(rng.uniform(0.2, 2.0))
+            killed_during.update(await phases(db_path))
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+            fake.upload_delay = 0.0
+            process = await start_bot(fake, emulator, db_path, world.guild.id)
+        # Let the last process finish everything it knows about.
+        await settle(db_path)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await fake.stop()
+        await emulator.stop()
+
+    async with aiosqlite.connect(db_path) as db:
+        db.row_factory = aiosqlite.Row
+        jobs = await db.execute_fetchall("SELECT * FROM jobs")
+        account = (await db.execute_fetchall("SELECT * FROM account"))[0]
+
+    # Kills landed in every phase of a job's life.
+    assert killed_during["submitted"] > 0, killed_during
+    assert killed_during["queued"] + killed_during["submitting"] > 0, killed_during
+    # Every job ended exactly once, and the ledger balances.
+    assert all(j["state"] in ("done", "failed") for j in jobs)
+    assert account["reserved"] == 0
+    assert account["spent"] == sum(j["cost"] for j in jobs if j["charge"] == "committed")
+    assert all(
+        (j["charge"] == "committed")
+        == (
+            j["state"] == "done"
+            or j["failure"] in ("uncertain", "download_failed", "delivery_failed")
+        )
+        for j in jobs
+    )
+    # Nothing submitted twice: one Omniinfer task at most per job, never shared.
+    task_ids = [j["task_id"] for j in jobs if j["task_id"]]
+    assert len(task_ids) == len(set(task_ids))
+    assert emulator.stats.tasks_created <= len(jobs)
+    # Every member who was acknowledged sees exactly one ending.
+    by_message = {j["message_id"]: j for j in jobs}
+    for record in records:
+        if record.original is None:
+            continue  # never acknowledged: Discord showed "interaction failed", nothing spent
+        job = by_message.get(record.original.id)
+        if job is None:
+            continue  # acknowledged, then killed before admission: no job, nothing reserved
+        assert _ended(record), record.latest
+        shown_images = bool(record.latest.attachments) if not record.original_deleted else False
+        assert shown_images == (job["state"] == "done"), (job["state"], record.latest.text)
+    reposts = [
+        m for m in fake.channel_messages(world.general) if m.attachments and m.webhook_id is None
+    ]
+    assert reposts == []  # replies stayed editable: no result was re-posted to the channel
+
+
+def _ended(record) -> bool:
+    if record.original is None or record.followups or record.original_deleted:
+        return True
+    latest = record.latest
+    if latest is None or latest.loading:
+        return False
+    return bool(latest.attachments) or "❌" in latest.text or "⛔" in latest.text

@@ -203,7 +203,7 @@ class Gallery(commands.Cog):
         job = await self.imagine.job_for(interaction, job_id)
         if job is None:
             return
-        if job.state is not JobState.DONE or index >= job.request.image_count:
+        if not job.images_posted or index >= job.request.image_count:
             await interaction.response.send_message(
                 "That image is not available to upscale.", ephemeral=True
             )

@@ -114,6 +114,11 @@ class Job:
     upscale_index: int | None = None
 
     @property
+    def images_posted(self) -> bool:
+        """The images are (being) shown: buttons that act on them may be used."""
+        return self.state in (JobState.DELIVERING, JobState.DONE)
+
+    @property
     def output_size(self) -> tuple[int, int]:
         scale = UPSCALE_FACTOR if self.kind is JobKind.UPSCALE else 1
         return int(self.request.width * scale), int(self.request.height * scale)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from clock import Clock
-from jobs.model import Job, JobState
+from jobs.model import Job
 from quota.moderation import Change, Moderation
 from storage import Database
 
@@ -60,7 +60,7 @@ class Gallery:
         self, job: Job, sharer_id: int, *, gallery_age_restricted: bool
     ) -> tuple[int, None] | tuple[None, ShareRefusal]:
         """Reserve the job's single gallery post; returns the channel to post in, or why not."""
-        if job.state is not JobState.DONE:
+        if not job.images_posted:
             return None, ShareRefusal.NOT_FINISHED
         if job.deleted_at is not None:
             return None, ShareRefusal.DELETED

@@ -133,10 +133,10 @@ class Harness:
     async def click(
         self, member: Member, record: InteractionRecord, label: str
     ) -> InteractionRecord:
-        """Click the button whose custom id contains `label` on the record's reply."""
+        """Click the (first) button of kind `label` (reroll, share, upscale...) on the reply."""
         message = record.original
         assert message is not None
-        custom_id = next(c for c in message.custom_ids() if f":{label}:" in c or c.endswith(label))
+        custom_id = next(c for c in message.custom_ids() if c.split(":")[1] == label)
         channel = self.fake.channels[message.channel_id]
         return await self.fake.click(self.world.guild, channel, member, message, custom_id)
 

@@ -22,7 +22,7 @@ class PollPolicy:
     max_running_interval: float = 4.0
     eta_fraction: float = 0.5  # sleep this share of the time left: converges on the finish
     near_end: float = 2.0  # below this many seconds left, aim straight at the finish...
-    finish_margin: float = 0.15  # ...plus a little, so the task is final when we look
+    finish_margin: float = 0.05  # ...plus a little, so the task is final when we look
     stale_growth: float = 1.5  # how fast to back off when no estimate is given
     stale_max_interval: float = 2.0
 

@@ -1,14 +1,23 @@
 """A faithful local emulator of the Omniinfer v2 API (aiohttp), for tests and the bot's sandbox.
 
-    python -m omni.emulator --host 127.0.0.1 --port 8765 [--key K] [--credit N] [--duration S]
+    python -m omni.emulator --host 127.0.0.1 --port 0 [--key K] [--credit N] [--duration S]
 
-It answers like the real API for everything the client uses: the JSON envelope and its codes
-(4 bad key, 1 bad JSON, 2 unknown model, 6 out of range, 8 unknown sampler, 7 out of credit,
-3 unknown task), tasks moving 0 → 1 → 2 over `duration` seconds with a float `progress`,
-`eta_relative` and preview images, `info` as a JSON string with the real seed, and real PNGs
-served from its own URLs, which expire. Tests script failures through `/_emulator/...`:
-HTTP 5xx, slow replies, dropped connections, malformed JSON, envelope codes, failed and
-timed-out tasks, and faults that strike after a submit was accepted.
+It answers like the real API for everything the client uses: the JSON envelope (HTTP 200 even
+for application errors) and its codes — 4 bad key, 1 bad JSON, 2 unknown model, 6 out of
+range, 8 unknown sampler, 7 out of credit, 3 unknown task — tasks moving 0 → 1 → 2 over
+`duration` seconds with a float `progress`, `eta_relative` and preview images, `info` as an
+A1111-style JSON string with the real seed, and real PNGs served from its own S3-style URLs,
+which expire. Tasks are timed on an injectable clock, so in-process tests can step time.
+
+Tests script misbehaviour in-process (`emulator.faults`) or, for an emulator in another
+process, through unauthenticated control routes:
+
+    POST /_emulator/faults      {"endpoint", "kind", "status", "seconds", "code", "times",
+                                 "after_accept"}  (see `Fault`)
+    POST /_emulator/tasks/next  {"outcome": "ok"|"fail"|"timeout", "reason", "duration"}
+    POST /_emulator/credit      {"images": N | null}
+    GET  /_emulator/stats       request counts, tasks, images, polls per task, credit left
+    POST /_emulator/reset       back to the state it started in
 """
 
 from __future__ import annotations
@@ -18,40 +27,99 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import random
+import re
 import signal
 import time
 import uuid
-from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
+from yarl import URL
 
 from omni import emulator_images as images
 from omni import rules
 
-ENDPOINTS = ("txt2img", "upscale", "progress", "models", "image")
-FAULT_KINDS = ("http_status", "delay", "drop", "malformed", "code")
 DEFAULT_KEY = "sandbox"
-IMAGE_CACHE_SIZE = 64
-MAX_UPSCALED_SIDE = 4096
-
-MODELS: tuple[dict[str, str], ...] = (
-    {"name": "sd_xl_base_1.0.safetensors", "hash": "31e35c80fc", "type": "checkpoint"},
-    {"name": "sd_xl_refiner_1.0.safetensors", "hash": "7440042bbd", "type": "checkpoint"},
-    {"name": "v1-5-pruned-emaonly.safetensors", "hash": "6ce0161689", "type": "checkpoint"},
-    {"name": "sdxl_vae.safetensors", "hash": "235745af8d", "type": "vae"},
-    {"name": "control_v11p_sd15_canny.pth", "hash": "e2b1f6e0b5", "type": "controlnet"},
+KEY_HEADER = "X-Omni-Key"
+ENDPOINTS = ("txt2img", "upscale", "progress", "models", "image")
+SUBMIT_ENDPOINTS = frozenset({"txt2img", "upscale"})
+FAULT_KINDS = ("http_status", "delay", "drop", "malformed", "code")
+OUTCOMES = ("ok", "fail", "timeout")
+UPSCALERS = (
+    "R-ESRGAN 4x+",
+    "R-ESRGAN 4x+ Anime6B",
+    "ESRGAN_4x",
+    "Lanczos",
+    "Nearest",
+    "LDSR",
+    "ScuNET GAN",
+    "SwinIR 4x",
 )
-CHECKPOINTS = frozenset(m["name"] for m in MODELS if m["type"] == "checkpoint")
+MAX_SEED = 2**32 - 1
+MAX_UPSCALED_SIDE = 4096
+PREVIEW_FROM = 0.3  # a running task shows a preview once it is this far along
+TASK_RETENTION = 3600.0  # a final task is answered for at least this long, and until it expires
+PRUNE_EVERY = 60.0  # seconds (emulator clock) between sweeps for tasks to forget
+SHUTDOWN_GRACE = 0.5  # stop() does not wait out a scripted delay
+MALFORMED_BODY = b'{"code": 0, "data": '
+_IMAGE_NAME = re.compile(r"(?P<task>[0-9a-f-]{36})-(?P<index>\d+|preview)\.png")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    hash: str
+    type: str
+
+    def as_json(self) -> dict[str, str]:
+        """Shaped like the SDK's ModelInfo; `sd_name` is what `model_name` takes."""
+        return {"name": self.name, "sd_name": self.name, "hash": self.hash, "type": self.type}
+
+
+MODELS: tuple[Model, ...] = (
+    Model(rules.SDXL_MODEL, "31e35c80fc", "checkpoint"),
+    Model("sd_xl_refiner_1.0.safetensors", "7440042bbd", "checkpoint"),
+    Model("v1-5-pruned-emaonly.safetensors", "6ce0161689", "checkpoint"),
+    Model("sdxl_vae.safetensors", "235745af8d", "vae"),
+    Model("vae-ft-mse-840000-ema-pruned.safetensors", "c6a580b13a", "vae"),
+    Model("control_v11p_sd15_canny.pth", "d14c016b", "controlnet"),
+)
+CHECKPOINTS = {model.name: model for model in MODELS if model.type == "checkpoint"}
+
+
+class _Refused(Exception):
+    """An application error: answered with HTTP 200 and a non-zero envelope code."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+# -- faults and scripted outcomes ----------------------------------------------------------
 
 
 @dataclass
 class Fault:
-    """One scripted misbehaviour of an endpoint, for the next `times` requests."""
+    """One scripted misbehaviour of an endpoint, striking its next `times` requests.
+
+    kinds: `http_status` (HTTP `status` with an HTML body, as a proxy in front of the API
+    answers), `delay` (sleep `seconds`, then answer normally), `drop` (close the connection
+    without any reply), `malformed` (HTTP 200 JSON that does not parse), `code` (an envelope
+    with the non-zero `code`). With `after_accept` (submits only) the task is created and
+    billed first, and only the reply misbehaves: the case where a client must not resubmit.
+
+    Note for `drop` on GETs: aiohttp's client (3.10+) silently retries an idempotent request
+    once when the server disconnects, so a GET only sees the drop with `times=2` or more.
+    """
 
     endpoint: str
     kind: str
@@ -59,88 +127,341 @@ class Fault:
     seconds: float = 1.0
     code: int = -1
     times: int = 1
-    after_accept: bool = False  # submits only: create (and bill) the task, then misbehave
+    after_accept: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.endpoint in ENDPOINTS, f"endpoint: one of {', '.join(ENDPOINTS)}")
+        _check(self.kind in FAULT_KINDS, f"kind: one of {', '.join(FAULT_KINDS)}")
+        _check(_is_int(self.status) and 400 <= self.status <= 599, "status: from 400 to 599")
+        _check(_is_number(self.seconds) and self.seconds >= 0, "seconds: a number >= 0")
+        _check(_is_int(self.code) and self.code != 0, "code: a non-zero whole number")
+        _check(_is_int(self.times) and self.times >= 1, "times: a whole number >= 1")
+        _check(isinstance(self.after_accept, bool), "after_accept: true or false")
+        _check(
+            not self.after_accept or self.endpoint in SUBMIT_ENDPOINTS,
+            "after_accept: only for txt2img and upscale",
+        )
+
+
+@dataclass(frozen=True)
+class NextTask:
+    """How the next created task ends, and optionally how long it takes."""
+
+    outcome: str = "ok"
+    reason: str = ""
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.outcome in OUTCOMES, f"outcome: one of {', '.join(OUTCOMES)}")
+        _check(isinstance(self.reason, str), "reason: text")
+        _check(
+            self.duration is None or (_is_number(self.duration) and self.duration >= 0),
+            "duration: a number >= 0 or null",
+        )
 
 
 class FaultPlan:
+    """Queued faults (first added, first struck) and scripts for the next tasks' outcomes."""
+
     def __init__(self) -> None:
         self._faults: list[Fault] = []
-        self._next_outcomes: list[tuple[str, str]] = []
+        self._next_tasks: deque[NextTask] = deque()
 
     def add(self, fault: Fault) -> None:
-        if fault.endpoint not in ENDPOINTS or fault.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {fault.endpoint}/{fault.kind}")
-        self._faults.append(fault)
+        """Queue a copy of `fault`, so the caller's object is never used up."""
+        self._faults.append(dataclasses.replace(fault))
 
-    def take(self, endpoint: str) -> Fault | None:
+    def take(self, endpoint: str, *, after_accept: bool = False) -> Fault | None:
+        """The fault that strikes this request, if any, counting it down."""
         for fault in self._faults:
-            if fault.endpoint == endpoint:
+            if fault.endpoint == endpoint and fault.after_accept == after_accept:
                 fault.times -= 1
-                if fault.times <= 0:
+                if fault.times == 0:
                     self._faults.remove(fault)
                 return fault
         return None
 
-    def fail_next_task(self, reason: str = "emulated failure") -> None:
-        self._next_outcomes.append(("fail", reason))
+    def script_next_task(self, script: NextTask) -> None:
+        self._next_tasks.append(script)
 
-    def timeout_next_task(self) -> None:
-        self._next_outcomes.append(("timeout", ""))
+    def fail_next_task(
+        self, reason: str = "emulated failure", *, duration: float | None = None
+    ) -> None:
+        """The next task ends with status 3 and this `failed_reason`."""
+        self.script_next_task(NextTask("fail", reason, duration))
 
-    def next_outcome(self) -> tuple[str, str]:
-        return self._next_outcomes.pop(0) if self._next_outcomes else ("ok", "")
+    def timeout_next_task(self, *, duration: float | None = None) -> None:
+        """The next task ends with status 4."""
+        self.script_next_task(NextTask("timeout", "", duration))
+
+    def next_task(self) -> NextTask:
+        return self._next_tasks.popleft() if self._next_tasks else NextTask()
 
     def clear(self) -> None:
         self._faults.clear()
-        self._next_outcomes.clear()
+        self._next_tasks.clear()
 
 
 @dataclass
 class Stats:
-    requests: Counter[str] = field(default_factory=Counter)
+    """What the emulator was asked, so tests can prove what a client did (and did not) do."""
+
+    requests: Counter[str] = field(default_factory=Counter)  # by endpoint, faults included
     polls_by_task: Counter[str] = field(default_factory=Counter)
+    faults_fired: Counter[str] = field(default_factory=Counter)  # "endpoint/kind"
     tasks_created: int = 0
-    images_generated: int = 0
+    images_generated: int = 0  # images billed: txt2img images, and one per upscale
+
+    def reset(self) -> None:
+        """Zero in place, so references held by tests stay live."""
+        for counter in (self.requests, self.polls_by_task, self.faults_fired):
+            counter.clear()
+        self.tasks_created = self.images_generated = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
             "requests": dict(self.requests),
             "polls_by_task": dict(self.polls_by_task),
+            "faults_fired": dict(self.faults_fired),
             "tasks_created": self.tasks_created,
             "images_generated": self.images_generated,
         }
 
 
-@dataclass
-class Task:
-    id: str
+# -- what a task does ----------------------------------------------------------------------
+
+
+class Job(Protocol):
+    """A validated request: how many images it bills and how to draw them."""
+
+    @property
+    def images(self) -> int: ...
+
+    @property
+    def ttl(self) -> float | None: ...
+
+    @property
+    def previews(self) -> bool: ...
+
+    def info(self, submitted_wall: float) -> str: ...
+
+    def render_image(self, index: int) -> bytes: ...
+
+    def render_preview(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Txt2Img:
     prompt: str
     negative_prompt: str
-    seed: int
-    count: int
-    width: int
-    height: int
+    model: Model
     sampler: str
     steps: int
     cfg_scale: float
-    created: float  # emulator clock
-    submitted_wall: float
-    duration: float
-    outcome: str  # ok | fail | timeout
-    reason: str
-    ttl: float
-    source: bytes | None = None  # upscale input
+    width: int
+    height: int
+    batch_size: int
+    n_iter: int
+    seed: int  # resolved: never -1
+    clip_skip: int
+    ttl: float | None
+    previews: bool
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Txt2Img:
+        """Validate in the real API's order; raises `_Refused` naming the first bad field."""
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _Refused(6, "prompt: required, a non-empty string")
+        negative = body.get("negative_prompt") or ""
+        if not isinstance(negative, str):
+            raise _Refused(6, "negative_prompt: must be a string")
+        model = CHECKPOINTS.get(str(body.get("model_name") or ""))
+        if model is None:
+            raise _Refused(2, f"model_name: {body.get('model_name')!r} does not exist")
+        sampler = body.get("sampler_name")
+        if sampler not in rules.API_SAMPLERS:
+            raise _Refused(8, f"sampler_name: {sampler!r} does not exist")
+        extra = body.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise _Refused(6, "extra: must be an object")
+        seed = _whole(body, "seed", -1, -1, MAX_SEED, "-1 or [0, 4294967295]")
+        ttl = _number(body, "img_expire_ttl", 0, 0, rules.API_MAX_EXPIRE_TTL, "[0, 604800]")
+        return cls(
+            prompt=prompt,
+            negative_prompt=negative,
+            model=model,
+            sampler=sampler,
+            steps=_whole(body, "steps", 20, rules.API_STEPS.low, rules.API_STEPS.high, "(0, 50]"),
+            cfg_scale=float(_number(body, "cfg_scale", 7, 0, 30, "(0, 30]", above_low=True)),
+            width=_whole(body, "width", 512, 1, rules.API_DIMENSION.high, "(0, 2048]"),
+            height=_whole(body, "height", 512, 1, rules.API_DIMENSION.high, "(0, 2048]"),
+            batch_size=max(1, _whole(body, "batch_size", 1, 0, 8, "[0, 8]")),
+            n_iter=max(1, _whole(body, "n_iter", 1, 0, 8, "[0, 8]")),
+            seed=random.randrange(MAX_SEED + 1) if seed == -1 else seed,
+            clip_skip=_whole(body, "clip_skip", 1, 1, 12, "[1, 12]"),
+            ttl=float(ttl) or None,
+            previews=extra.get("enable_progress_info", True) is not False,
+        )
+
+    @property
+    def images(self) -> int:
+        return self.batch_size * self.n_iter
 
     @property
     def seeds(self) -> list[int]:
-        return [(self.seed + i) % 2**32 for i in range(self.count)]
+        """A1111's all_seeds: one per image, counting up from the seed."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.images)]
+
+    def render_image(self, index: int) -> bytes:
+        return images.render(self.prompt, self.seeds[index], self.width, self.height)
+
+    def render_preview(self) -> bytes:
+        return images.preview(self.prompt, self.seed, self.width, self.height)
+
+    def info(self, submitted_wall: float) -> str:
+        """The A1111 `info` JSON string, as Omniinfer returns it."""
+        seeds = self.seeds
+        subseeds = [random.Random(seed).randrange(MAX_SEED + 1) for seed in seeds]
+        return json.dumps(
+            {
+                "prompt": self.prompt,
+                "all_prompts": [self.prompt] * self.images,
+                "negative_prompt": self.negative_prompt,
+                "all_negative_prompts": [self.negative_prompt] * self.images,
+                "seed": self.seed,
+                "all_seeds": seeds,
+                "subseed": subseeds[0],
+                "all_subseeds": subseeds,
+                "subseed_strength": 0,
+                "width": self.width,
+                "height": self.height,
+                "sampler_name": self.sampler,
+                "cfg_scale": self.cfg_scale,
+                "steps": self.steps,
+                "batch_size": self.batch_size,
+                "restore_faces": False,
+                "face_restoration_model": None,
+                "sd_model_hash": self.model.hash,
+                "seed_resize_from_w": -1,
+                "seed_resize_from_h": -1,
+                "denoising_strength": 0,
+                "extra_generation_params": {},
+                "index_of_first_image": 0,
+                "infotexts": [self._infotext(seed) for seed in seeds],
+                "styles": [],
+                "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(submitted_wall)),
+                "clip_skip": self.clip_skip,
+                "is_using_inpainting_conditioning": False,
+            }
+        )
+
+    def _infotext(self, seed: int) -> str:
+        negative = f"\nNegative prompt: {self.negative_prompt}" if self.negative_prompt else ""
+        return (
+            f"{self.prompt}{negative}\nSteps: {self.steps}, Sampler: {self.sampler}, "
+            f"CFG scale: {self.cfg_scale}, Seed: {seed}, Size: {self.width}x{self.height}, "
+            f"Model hash: {self.model.hash}, Model: {self.model.name.rsplit('.', 1)[0]}, "
+            f"Clip skip: {self.clip_skip}, Version: omni-emulator"
+        )
+
+
+@dataclass(frozen=True)
+class Upscale:
+    source: bytes = field(repr=False)
+    width: int  # of the result
+    height: int
+    upscaler: str
+    images: int = 1
+    ttl: float | None = None
+    previews: bool = False
+
+    @classmethod
+    async def from_body(cls, body: dict[str, Any]) -> Upscale:
+        """Validate; the image is decoded in a thread, as a big PNG takes a while."""
+        upscaler = body.get("upscaler_1", rules.DEFAULT_UPSCALER)
+        if upscaler not in UPSCALERS:
+            raise _Refused(6, f"upscaler_1: {upscaler!r} is not one of {', '.join(UPSCALERS)}")
+        resize_mode = body.get("resize_mode", 0)
+        if resize_mode not in (0, 1) or isinstance(resize_mode, bool):
+            raise _Refused(6, "resize_mode: 0 (scale by upscaling_resize) or 1 (to w×h)")
+        source = _base64_image(body.get("image"))
+        try:
+            width, height = await asyncio.to_thread(images.inspect, source)
+        except ValueError as exc:
+            raise _Refused(6, f"image: {exc}") from None
+        if resize_mode == 1:
+            size = (
+                _whole(body, "upscaling_resize_w", None, 1, MAX_UPSCALED_SIDE, "[1, 4096]"),
+                _whole(body, "upscaling_resize_h", None, 1, MAX_UPSCALED_SIDE, "[1, 4096]"),
+            )
+        else:
+            factor = _number(body, "upscaling_resize", 2.0, 1, 4, "[1, 4]")
+            size = (round(width * factor), round(height * factor))
+        if max(size) > MAX_UPSCALED_SIDE:
+            raise _Refused(
+                6,
+                f"upscaling_resize: the result would be {size[0]}x{size[1]}; "
+                f"at most {MAX_UPSCALED_SIDE} px a side",
+            )
+        return cls(source=source, width=size[0], height=size[1], upscaler=upscaler)
+
+    def render_image(self, index: int) -> bytes:
+        return images.upscale(self.source, self.width, self.height)
+
+    def render_preview(self) -> bytes:
+        raise LookupError("upscales have no preview")
+
+    def info(self, submitted_wall: float) -> str:
+        return ""
+
+
+@dataclass
+class Task:
+    """One accepted request and its schedule on the emulator's clock."""
+
+    id: str
+    job: Job
+    created: float  # emulator clock
+    submitted_wall: float  # time.time(), for the API's date strings
+    duration: float
+    queued_for: float
+    script: NextTask
+    ttl: float
+    info: str
 
     @property
     def final_at(self) -> float:
         return self.created + self.duration
 
+    @property
+    def expires_at(self) -> float:
+        return self.final_at + self.ttl
+
+    @property
+    def preview_at(self) -> float:
+        return self.created + self.queued_for + PREVIEW_FROM * (self.duration - self.queued_for)
+
+    @property
+    def forget_at(self) -> float:
+        return self.final_at + max(self.ttl, TASK_RETENTION)
+
+    def has_image(self, index: str, now: float) -> bool:
+        """Whether `{id}-{index}.png` exists (yet): previews while running, results after."""
+        if index == "preview":
+            return self.job.previews and now >= self.preview_at
+        return self.script.outcome == "ok" and now >= self.final_at and int(index) < self.job.images
+
+    def wall(self, offset: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.submitted_wall + offset))
+
+
+# -- the server ----------------------------------------------------------------------------
+
 
 class Emulator:
+    """The Omniinfer v2 API on a local port, with scriptable faults and outcomes."""
+
     def __init__(
         self,
         *,
@@ -149,48 +470,76 @@ class Emulator:
         duration: float = 3.0,
         queue_fraction: float = 0.2,
         image_ttl: float = 3600.0,
+        public_host: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`credit`: images the account can still generate (None: unlimited). `duration`:
+        seconds from submit to final, the first `queue_fraction` of it queued. `image_ttl`:
+        lifetime of result URLs unless a request sets `img_expire_ttl`. `public_host`: the
+        host name put in `base_url` and result URLs, when clients reach it by another name.
+        """
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if credit is not None and credit < 0:
+            raise ValueError("credit must be >= 0 or None")
+        if duration < 0 or not 0 <= queue_fraction < 1 or image_ttl <= 0:
+            raise ValueError("need duration >= 0, 0 <= queue_fraction < 1, image_ttl > 0")
         self.api_key = api_key
         self.credit = credit
         self.duration = duration
         self.queue_fraction = queue_fraction
         self.image_ttl = image_ttl
+        self.public_host = public_host
         self.clock = clock
         self.faults = FaultPlan()
         self.stats = Stats()
         self.base_url = ""
+        self._initial_credit = credit
         self._tasks: dict[str, Task] = {}
-        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._cache = images.PngCache()
+        self._next_prune = float("-inf")
         self._runner: web.AppRunner | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
+    def __repr__(self) -> str:  # never shows the key
+        return f"<Emulator {self.base_url or 'not started'}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def app(self) -> web.Application:
+        """A web application serving this emulator (start() runs one on a port)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes(
             [
-                web.post("/v2/txt2img", self._txt2img),
-                web.post("/v2/upscale", self._upscale),
-                web.get("/v2/progress", self._progress),
-                web.get("/v2/models", self._models),
-                web.get("/images/{name}", self._image),
-                web.post("/_emulator/faults", self._control_fault),
-                web.post("/_emulator/tasks/next", self._control_next_task),
-                web.post("/_emulator/credit", self._control_credit),
-                web.get("/_emulator/stats", self._control_stats),
-                web.post("/_emulator/reset", self._control_reset),
+                web.post("/v2/txt2img", self._api("txt2img", self._txt2img)),
+                web.post("/v2/upscale", self._api("upscale", self._upscale)),
+                web.get("/v2/progress", self._api("progress", self._progress)),
+                web.get("/v2/models", self._api("models", self._models)),
+                web.get("/images/{name}", self._api("image", self._image, auth=False)),
+                web.post("/_emulator/faults", _control(self._control_fault)),
+                web.post("/_emulator/tasks/next", _control(self._control_next_task)),
+                web.post("/_emulator/credit", _control(self._control_credit)),
+                web.get("/_emulator/stats", _control(self._control_stats)),
+                web.post("/_emulator/reset", _control(self._control_reset)),
             ]
         )
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://{host}:{bound}"
+        """Listen on host:port (0: any free port); returns the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already running")
+        runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_GRACE,
+        )
+        await runner.setup()
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+        self._runner = runner
+        bound_port = runner.addresses[0][1]
+        public = self.public_host or _reachable(host)
+        self.base_url = str(URL.build(scheme="http", host=public, port=bound_port))
         return self.base_url
 
     async def stop(self) -> None:
@@ -206,421 +555,389 @@ class Emulator:
         await self.stop()
 
     def task_final_time(self, task_id: str) -> float:
-        """When (on the emulator's clock) the task became, or will become, final."""
+        """When (emulator clock) the task became, or becomes, final; KeyError if unknown."""
         return self._tasks[task_id].final_at
 
-    # -- the API ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget tasks, faults, scripts and stats; restore the starting credit."""
+        self.faults.clear()
+        self.stats.reset()
+        self.credit = self._initial_credit
+        self._tasks.clear()
+        self._cache.clear()
 
-    async def _txt2img(self, request: web.Request) -> web.StreamResponse:
-        return await self._submit(request, "txt2img", self._new_txt2img)
+    # -- the common path: count, misbehave if scripted, authenticate -------------------------
 
-    async def _upscale(self, request: web.Request) -> web.StreamResponse:
-        return await self._submit(request, "upscale", self._new_upscale)
+    def _api(self, endpoint: str, handler: Handler, *, auth: bool = True) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            self.stats.requests[endpoint] += 1
+            fault = self.faults.take(endpoint)
+            if fault is not None:
+                faulty = await self._misbehave(request, fault)
+                if faulty is not None:
+                    return faulty
+            if auth and request.headers.get(KEY_HEADER) != self.api_key:
+                return _envelope(4, f"invalid {KEY_HEADER}: missing or not a valid key")
+            try:
+                return await handler(request)
+            except _Refused as refused:
+                return _envelope(refused.code, refused.msg)
 
-    async def _submit(
-        self,
-        request: web.Request,
-        endpoint: str,
-        create: Callable[[dict[str, Any]], Task | web.Response],
-    ) -> web.StreamResponse:
-        self.stats.requests[endpoint] += 1
-        fault = self.faults.take(endpoint)
-        if fault and not fault.after_accept:
-            early = await self._misbehave(request, fault)
-            if early is not None:
-                return early
-        refusal = self._refuse_auth(request)
-        if refusal:
-            return refusal
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _envelope(1, "invalid JSON body")
-        if not isinstance(body, dict):
-            return _envelope(1, "the body must be a JSON object")
-        created = create(body)
-        if isinstance(created, web.Response):
-            return created
-        self._tasks[created.id] = created
-        self.stats.tasks_created += 1
-        reply = _envelope(0, "", {"task_id": created.id})
-        if fault and fault.after_accept:
-            late = await self._misbehave(request, fault)
-            if late is not None:
-                return late
-        return reply
-
-    def _new_txt2img(self, body: dict[str, Any]) -> Task | web.Response:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            return _envelope(6, "prompt: required")
-        sampler = body.get("sampler_name", rules.DEFAULT_SAMPLER)
-        if sampler not in rules.API_SAMPLERS:
-            return _envelope(8, f"sampler_name: {sampler!r} does not exist")
-        model = body.get("model_name", rules.SDXL_MODEL)
-        if model not in CHECKPOINTS:
-            return _envelope(2, f"model_name: {model!r} does not exist")
-        problem = _range_problem(body)
-        if problem:
-            return _envelope(6, problem)
-        batch = max(1, int(body.get("batch_size", 1)))
-        n_iter = max(1, int(body.get("n_iter", 1)))
-        count = batch * n_iter
-        if not self._spend(count):
-            return _envelope(7, f"insufficient balance: {count} image(s) requested")
-        seed = int(body.get("seed", -1))
-        outcome, reason = self.faults.next_outcome()
-        return Task(
-            id=str(uuid.uuid4()),
-            prompt=prompt,
-            negative_prompt=str(body.get("negative_prompt") or ""),
-            seed=random.randrange(2**32) if seed == -1 else seed,
-            count=count,
-            width=int(body.get("width", 512)),
-            height=int(body.get("height", 512)),
-            sampler=sampler,
-            steps=int(body.get("steps", 20)),
-            cfg_scale=float(body.get("cfg_scale", 7)),
-            created=self.clock(),
-            submitted_wall=time.time(),
-            duration=self.duration,
-            outcome=outcome,
-            reason=reason,
-            ttl=float(body.get("img_expire_ttl") or self.image_ttl),
-        )
-
-    def _new_upscale(self, body: dict[str, Any]) -> Task | web.Response:
-        try:
-            source = base64.b64decode(str(body.get("image", "")), validate=True)
-            width, height = images.image_size(source)
-        except (binascii.Error, OSError, ValueError):
-            return _envelope(6, "image: not a base64-encoded image")
-        if body.get("resize_mode", 0) == 1:
-            out_w = int(body.get("upscaling_resize_w", 0))
-            out_h = int(body.get("upscaling_resize_h", 0))
-        else:
-            factor = body.get("upscaling_resize", 2.0)
-            if not isinstance(factor, int | float) or factor not in rules.API_UPSCALE_FACTOR:
-                return _envelope(6, "upscaling_resize: must be from 1 to 4")
-            out_w, out_h = round(width * factor), round(height * factor)
-        if not (0 < out_w <= MAX_UPSCALED_SIDE and 0 < out_h <= MAX_UPSCALED_SIDE):
-            return _envelope(6, f"output size must be at most {MAX_UPSCALED_SIDE} px a side")
-        if not self._spend(1):
-            return _envelope(7, "insufficient balance")
-        outcome, reason = self.faults.next_outcome()
-        return Task(
-            id=str(uuid.uuid4()),
-            prompt="upscale",
-            negative_prompt="",
-            seed=0,
-            count=1,
-            width=out_w,
-            height=out_h,
-            sampler="",
-            steps=0,
-            cfg_scale=0.0,
-            created=self.clock(),
-            submitted_wall=time.time(),
-            duration=self.duration / 2,
-            outcome=outcome,
-            reason=reason,
-            ttl=self.image_ttl,
-            source=source,
-        )
-
-    def _spend(self, count: int) -> bool:
-        if self.credit is not None:
-            if count > self.credit:
-                return False
-            self.credit -= count
-        self.stats.images_generated += count
-        return True
-
-    async def _progress(self, request: web.Request) -> web.StreamResponse:
-        self.stats.requests["progress"] += 1
-        fault = self.faults.take("progress")
-        if fault:
-            early = await self._misbehave(request, fault)
-            if early is not None:
-                return early
-        refusal = self._refuse_auth(request)
-        if refusal:
-            return refusal
-        task = self._tasks.get(request.query.get("task_id", ""))
-        if task is None:
-            return _envelope(3, "task_id does not exist")
-        self.stats.polls_by_task[task.id] += 1
-        return _envelope(0, "", self._progress_data(task, str(request.url.origin())))
-
-    def _progress_data(self, task: Task, origin: str) -> dict[str, Any]:
-        elapsed = self.clock() - task.created
-        queued_for = task.duration * self.queue_fraction
-        data: dict[str, Any] = {
-            "status": 0,
-            "progress": 0.0,
-            "eta_relative": max(0.0, task.duration - elapsed),
-            "imgs": None,
-            "info": "",
-            "failed_reason": "",
-            "current_images": None,
-            "submit_time": _wall(task.submitted_wall),
-            "execution_time": "",
-            "txt2img_time": "",
-            "finish_time": "",
-        }
-        if elapsed < queued_for:
-            return data
-        data["execution_time"] = _wall(task.submitted_wall + queued_for)
-        if elapsed < task.duration:
-            fraction = (elapsed - queued_for) / (task.duration - queued_for)
-            data.update(status=1, progress=round(fraction, 4))
-            if fraction >= 0.3 and task.source is None:
-                data["current_images"] = [f"{origin}/images/{task.id}-preview.png"]
-            return data
-        finished = _wall(task.submitted_wall + task.duration)
-        data.update(eta_relative=0, finish_time=finished, txt2img_time=finished)
-        if task.outcome == "fail":
-            data.update(status=3, failed_reason=task.reason)
-        elif task.outcome == "timeout":
-            data.update(status=4, failed_reason="task timed out")
-        else:
-            data.update(
-                status=2,
-                progress=1,
-                imgs=[f"{origin}/images/{task.id}-{i}.png" for i in range(task.count)],
-                info=json.dumps(_info(task)),
-            )
-        return data
-
-    async def _models(self, request: web.Request) -> web.StreamResponse:
-        self.stats.requests["models"] += 1
-        fault = self.faults.take("models")
-        if fault:
-            early = await self._misbehave(request, fault)
-            if early is not None:
-                return early
-        refusal = self._refuse_auth(request)
-        if refusal:
-            return refusal
-        wanted = request.query.get("type")
-        models = [
-            {**m, "sd_name": m["name"], "download_status": 1, "dependency_status": 1}
-            for m in MODELS
-            if wanted is None or m["type"] == wanted
-        ]
-        return _envelope(0, "", {"models": models})
-
-    async def _image(self, request: web.Request) -> web.StreamResponse:
-        self.stats.requests["image"] += 1
-        fault = self.faults.take("image")
-        if fault:
-            early = await self._misbehave(request, fault)
-            if early is not None:
-                return early
-        name = request.match_info["name"].removesuffix(".png")
-        task_id, _, index = name.rpartition("-")
-        task = self._tasks.get(task_id)
-        if task is None or not self._image_exists(task, index):
-            return web.Response(status=404, text="NoSuchKey")
-        if self.clock() - task.final_at > task.ttl:
-            return web.Response(status=403, text="Request has expired")
-        data = await self._render(task, index)
-        return web.Response(body=data, content_type="image/png")
-
-    def _image_exists(self, task: Task, index: str) -> bool:
-        elapsed = self.clock() - task.created
-        if index == "preview":
-            return elapsed >= task.duration * self.queue_fraction
-        return (
-            index.isdigit()
-            and int(index) < task.count
-            and task.outcome == "ok"
-            and elapsed >= task.duration
-        )
-
-    async def _render(self, task: Task, index: str) -> bytes:
-        key = (task.id, index)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        if index == "preview":
-            data = await asyncio.to_thread(images.preview, task.prompt, task.seed)
-        elif task.source is not None:
-            data = await asyncio.to_thread(images.upscale, task.source, task.width, task.height)
-        else:
-            seed = task.seeds[int(index)]
-            data = await asyncio.to_thread(
-                images.render, task.prompt, seed, task.width, task.height
-            )
-        self._cache[key] = data
-        while len(self._cache) > IMAGE_CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return data
-
-    # -- faults and auth -------------------------------------------------------------------
-
-    def _refuse_auth(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("X-Omni-Key") != self.api_key:
-            return _envelope(4, "invalid api key")
-        return None
+        return guarded
 
     async def _misbehave(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
-        """The faulty reply, or None when the fault only delays a normal one."""
+        """The faulty reply, or None when the fault only delays the normal one."""
+        self.stats.faults_fired[f"{fault.endpoint}/{fault.kind}"] += 1
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
             return None
         if fault.kind == "http_status":
             return web.Response(
-                status=fault.status, text="upstream error", content_type="text/plain"
+                status=fault.status,
+                text=f"<html><body><h1>{fault.status} emulated error</h1></body></html>",
+                content_type="text/html",
             )
         if fault.kind == "malformed":
-            return web.Response(body=b'{"code": 0, "data": ', content_type="application/json")
+            return web.Response(body=MALFORMED_BODY, content_type="application/json")
         if fault.kind == "code":
-            return _envelope(fault.code, f"emulated code {fault.code}")
-        # drop: close the socket without a reply
-        if request.transport is not None:
-            request.transport.abort()
-        raise asyncio.CancelledError
+            return _envelope(fault.code, f"emulated error (code {fault.code})")
+        return await _drop(request)
 
-    # -- control routes --------------------------------------------------------------------
+    # -- the API -----------------------------------------------------------------------------
 
-    async def _control_fault(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        try:
-            self.faults.add(
-                Fault(
-                    endpoint=body["endpoint"],
-                    kind=body["kind"],
-                    status=int(body.get("status", 500)),
-                    seconds=float(body.get("seconds", 1.0)),
-                    code=int(body.get("code", -1)),
-                    times=int(body.get("times", 1)),
-                    after_accept=bool(body.get("after_accept", False)),
+    async def _txt2img(self, request: web.Request) -> web.StreamResponse:
+        job = Txt2Img.from_body(await _json_object(request))
+        return await self._accept(request, "txt2img", job)
+
+    async def _upscale(self, request: web.Request) -> web.StreamResponse:
+        job = await Upscale.from_body(await _json_object(request))
+        return await self._accept(request, "upscale", job)
+
+    async def _accept(self, request: web.Request, endpoint: str, job: Job) -> web.StreamResponse:
+        """Bill and create the task, then reply — or misbehave after accepting, if scripted."""
+        task = self._create(job)
+        fault = self.faults.take(endpoint, after_accept=True)
+        if fault is not None:
+            faulty = await self._misbehave(request, fault)
+            if faulty is not None:
+                return faulty
+        return _envelope(0, "", {"task_id": task.id})
+
+    def _create(self, job: Job) -> Task:
+        if self.credit is not None:
+            if job.images > self.credit:
+                raise _Refused(
+                    7, f"insufficient credit: {job.images} image(s) asked, {self.credit} left"
                 )
-            )
-        except (KeyError, ValueError) as error:
-            return web.json_response({"ok": False, "error": str(error)}, status=400)
-        return web.json_response({"ok": True})
+            self.credit -= job.images
+        script = self.faults.next_task()
+        duration = self.duration if script.duration is None else script.duration
+        now, wall = self.clock(), time.time()
+        task = Task(
+            id=str(uuid.uuid4()),
+            job=job,
+            created=now,
+            submitted_wall=wall,
+            duration=duration,
+            queued_for=duration * self.queue_fraction,
+            script=script,
+            ttl=job.ttl or self.image_ttl,
+            info=job.info(wall),
+        )
+        self._tasks[task.id] = task
+        self.stats.tasks_created += 1
+        self.stats.images_generated += job.images
+        self._forget_old_tasks(now)
+        return task
 
-    async def _control_next_task(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if body.get("outcome") == "fail":
-            self.faults.fail_next_task(str(body.get("reason") or "emulated failure"))
-        elif body.get("outcome") == "timeout":
-            self.faults.timeout_next_task()
+    def _forget_old_tasks(self, now: float) -> None:
+        """Drop tasks long past expiry (they then answer code 3), so memory stays bounded."""
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        for task_id in [t.id for t in self._tasks.values() if now >= t.forget_at]:
+            del self._tasks[task_id]
+            self.stats.polls_by_task.pop(task_id, None)
+
+    async def _progress(self, request: web.Request) -> web.StreamResponse:
+        task = self._tasks.get(request.query.get("task_id", ""))
+        if task is None:
+            raise _Refused(3, "task_id does not exist")
+        self.stats.polls_by_task[task.id] += 1
+        return _envelope(0, "", self._progress_data(task, self.clock(), self._origin(request)))
+
+    def _progress_data(self, task: Task, now: float, origin: str) -> dict[str, Any]:
+        """The progress object at `now`: cheap, as it is what every poll costs."""
+        elapsed = now - task.created
+        data: dict[str, Any] = {
+            "status": 0,
+            "progress": 0.0,
+            "eta_relative": round(max(0.0, task.duration - elapsed), 3),
+            "imgs": None,
+            "info": "",
+            "failed_reason": "",
+            "current_images": None,
+            "submit_time": task.wall(0),
+            "execution_time": "",
+            "txt2img_time": "",
+            "finish_time": "",
+        }
+        if elapsed < task.queued_for:
+            return data
+        data["execution_time"] = task.wall(task.queued_for)
+        if elapsed < task.duration:
+            running_for = task.duration - task.queued_for
+            data.update(status=1, progress=round((elapsed - task.queued_for) / running_for, 4))
+            if task.has_image("preview", now):
+                data["current_images"] = [_image_url(origin, task.id, "preview")]
+            return data
+        finished = task.wall(task.duration)
+        data.update(eta_relative=0, txt2img_time=finished, finish_time=finished)
+        if task.script.outcome == "fail":
+            data.update(status=3, failed_reason=task.script.reason or "emulated failure")
+        elif task.script.outcome == "timeout":
+            data.update(status=4, failed_reason=task.script.reason or "task timed out")
         else:
-            return web.json_response({"ok": False, "error": "outcome: fail|timeout"}, status=400)
-        return web.json_response({"ok": True})
+            urls = [_image_url(origin, task.id, str(i)) for i in range(task.job.images)]
+            data.update(status=2, progress=1, imgs=urls, info=task.info)
+        return data
 
-    async def _control_credit(self, request: web.Request) -> web.Response:
-        images_left = (await request.json()).get("images")
-        self.credit = None if images_left is None else int(images_left)
-        return web.json_response({"ok": True, "credit": self.credit})
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        wanted = request.query.get("type")
+        models = [m.as_json() for m in MODELS if not wanted or m.type == wanted]
+        return _envelope(0, "", {"models": models})
 
-    async def _control_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.as_json())
+    async def _image(self, request: web.Request) -> web.StreamResponse:
+        """S3-style: no auth; 404 for keys that do not exist (yet) and for expired ones."""
+        match = _IMAGE_NAME.fullmatch(request.match_info["name"])
+        task = self._tasks.get(match["task"]) if match else None
+        now = self.clock()
+        if match is None or task is None or not task.has_image(match["index"], now):
+            return _s3_error("NoSuchKey", "The specified key does not exist.")
+        if now >= task.expires_at:
+            return _s3_error("NoSuchKey", "Request has expired")
+        index = match["index"]
+        render: Callable[[], bytes] = (
+            task.job.render_preview
+            if index == "preview"
+            else lambda: task.job.render_image(int(index))
+        )
+        data = await self._cache.get((task.id, index), render)
+        return web.Response(body=data, content_type="image/png")
 
-    async def _control_reset(self, request: web.Request) -> web.Response:
-        self.faults.clear()
-        self.stats = Stats()
-        return web.json_response({"ok": True})
+    def _origin(self, request: web.Request) -> str:
+        """Where result URLs point: base_url, or the request's own origin for a bare app()."""
+        return self.base_url or str(request.url.origin())
+
+    # -- control routes ----------------------------------------------------------------------
+
+    async def _control_fault(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.faults.add(Fault(**body))
+        return {}
+
+    async def _control_next_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.faults.script_next_task(NextTask(**body))
+        return {}
+
+    async def _control_credit(self, body: dict[str, Any]) -> dict[str, Any]:
+        left = body.get("images")
+        _check(left is None or (_is_int(left) and left >= 0), "images: a whole number >= 0 or null")
+        self.credit = left
+        return {"credit": self.credit}
+
+    async def _control_stats(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**self.stats.as_json(), "credit": self.credit}
+
+    async def _control_reset(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.reset()
+        return {}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _control(
+    handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> Handler:
+    """A control route: JSON object in (none for GET), `{"ok": true, ...}` or HTTP 400 out."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read() or b"{}")
+            _check(isinstance(body, dict), "the body must be a JSON object")
+            result = await handler(body)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True, **result})
+
+    return route
 
 
 def _envelope(code: int, msg: str, data: Any = None) -> web.Response:
+    """The API's envelope, with Content-Type exactly application/json."""
+    body = json.dumps({"code": code, "msg": msg, "data": data}).encode()
+    return web.Response(body=body, content_type="application/json")
+
+
+def _s3_error(code: str, message: str) -> web.Response:
     return web.Response(
-        text=json.dumps({"code": code, "msg": msg, "data": data}),
-        content_type="application/json",
+        status=404,
+        text=f"<Error><Code>{code}</Code><Message>{message}</Message></Error>",
+        content_type="application/xml",
     )
 
 
-def _range_problem(body: dict[str, Any]) -> str | None:
-    def number(name: str, default: float) -> float | None:
-        value = body.get(name, default)
-        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+async def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the connection without a byte of reply: the client sees the server disconnect.
 
-    steps = number("steps", 20)
-    if steps is None or not 0 < steps <= rules.API_STEPS.high:
-        return "steps: must be in (0, 50]"
-    cfg = number("cfg_scale", 7)
-    if cfg is None or not 0 < cfg <= rules.API_CFG_SCALE.high:
-        return "cfg_scale: must be in (0, 30]"
-    for name in ("width", "height"):
-        side = number(name, 512)
-        if side is None or not 0 < side <= rules.API_DIMENSION.high:
-            return f"{name}: must be in (0, 2048]"
-    for name in ("batch_size", "n_iter"):
-        count = number(name, 1)
-        if count is None or count not in rules.API_BATCH:
-            return f"{name}: must be in [0, 8]"
-    seed = number("seed", -1)
-    if seed is None or not (seed == -1 or 0 <= seed < 2**32):
-        return "seed: must be -1 or in [0, 4294967295]"
-    ttl = number("img_expire_ttl", 0)
-    if ttl is None or not 0 <= ttl <= rules.API_MAX_EXPIRE_TTL:
-        return "img_expire_ttl: must be in [0, 604800]"
-    return None
+    The body is read first, since closing with unread bytes makes the kernel send a TCP reset,
+    which the client would report differently. The response returned is never sent: aiohttp
+    finds the transport closing and quietly gives up on it.
+    """
+    await request.read()
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response()
 
 
-def _info(task: Task) -> dict[str, Any]:
-    infotext = (
-        f"{task.prompt}\nNegative prompt: {task.negative_prompt}\nSteps: {task.steps}, "
-        f"Sampler: {task.sampler}, CFG scale: {task.cfg_scale}, Seed: {task.seed}, "
-        f"Size: {task.width}x{task.height}, Model hash: 31e35c80fc, Model: sd_xl_base_1.0"
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise _Refused(1, "invalid JSON body") from None
+    if not isinstance(body, dict):
+        raise _Refused(1, "invalid JSON body: expected an object")
+    return body
+
+
+def _base64_image(value: object) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise _Refused(6, "image: required, a base64-encoded image")
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Refused(6, "image: not valid base64") from None
+
+
+def _whole(
+    body: dict[str, Any], name: str, default: int | None, low: float, high: float, shown: str
+) -> int:
+    """An integer field (None or absent: `default`), else code 6 naming the field."""
+    value = body.get(name)
+    value = default if value is None else value
+    if not _is_int(value) or not low <= value <= high:
+        raise _Refused(6, f"{name}: must be a whole number in {shown} (got {value!r})")
+    return value
+
+
+def _number(
+    body: dict[str, Any],
+    name: str,
+    default: float,
+    low: float,
+    high: float,
+    shown: str,
+    *,
+    above_low: bool = False,
+) -> float:
+    """A numeric field (None or absent: `default`), else code 6 naming the field."""
+    value = body.get(name)
+    value = default if value is None else value
+    if not _is_number(value) or not low <= value <= high or (above_low and value == low):
+        raise _Refused(6, f"{name}: must be a number in {shown} (got {value!r})")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check(ok: bool, problem: str) -> None:
+    if not ok:
+        raise ValueError(problem)
+
+
+def _image_url(origin: str, task_id: str, index: str) -> str:
+    return f"{origin}/images/{task_id}-{index}.png"
+
+
+def _reachable(host: str) -> str:
+    """A wildcard bind address is not somewhere to connect to; loopback is."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def _non_negative(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0 (got {text})")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m omni.emulator",
+        description="A local emulator of the Omniinfer v2 API, for tests and sandboxes.",
     )
-    return {
-        "prompt": task.prompt,
-        "all_prompts": [task.prompt] * task.count,
-        "negative_prompt": task.negative_prompt,
-        "all_negative_prompts": [task.negative_prompt] * task.count,
-        "seed": task.seed,
-        "all_seeds": task.seeds,
-        "subseed": task.seed ^ 0x5A5A5A5A,
-        "all_subseeds": [s ^ 0x5A5A5A5A for s in task.seeds],
-        "subseed_strength": 0,
-        "width": task.width,
-        "height": task.height,
-        "sampler_name": task.sampler,
-        "cfg_scale": task.cfg_scale,
-        "steps": task.steps,
-        "batch_size": task.count,
-        "restore_faces": False,
-        "sd_model_hash": "31e35c80fc",
-        "clip_skip": 1,
-        "infotexts": [infotext] * task.count,
-        "styles": [],
-        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(task.submitted_wall)),
-    }
-
-
-def _wall(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (%(default)s)")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument(
+        "--key",
+        default=DEFAULT_KEY,
+        help="the one X-Omni-Key accepted; any other gets envelope code 4 (default: sandbox)",
+    )
+    parser.add_argument(
+        "--credit",
+        type=_non_negative(int),
+        default=None,
+        help="images the account can still generate; then code 7 (default: unlimited)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_non_negative(float),
+        default=3.0,
+        help="seconds a task takes from submit to final (%(default)s)",
+    )
+    parser.add_argument(
+        "--public-host", default=None, help="host name to put in URLs (default: the bind host)"
+    )
+    return parser
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    emulator = Emulator(api_key=args.key, credit=args.credit, duration=args.duration)
+    emulator = Emulator(
+        api_key=args.key,
+        credit=args.credit,
+        duration=args.duration,
+        public_host=args.public_host,
+    )
     url = await emulator.start(args.host, args.port)
     print(f"Omniinfer emulator listening on {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await emulator.stop()
+    try:
+        await stop.wait()
+    finally:
+        await emulator.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m omni.emulator", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument(
-        "--key", default=DEFAULT_KEY, help="the only API key accepted (%(default)s)"
-    )
-    parser.add_argument("--credit", type=int, default=None, help="images left (default: unlimited)")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per task")
+    args = _parser().parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(parser.parse_args(argv)))
+        asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ async def test_images_too_big_for_the_upload_limit_are_reencoded_or_split(harnes
     harness.world.guild.upload_limit = 400_000
     record = await harness.imagine(images=4)
     await harness.finished(record)
+
     def uploaded() -> list[bytes]:
         shown = [data for _, data in record.latest.attachments]
         return shown + [a.data for m in record.followups for a in m.attachments]

@@ -14,7 +14,6 @@ class Stage(StrEnum):
     WAITING = "waiting"  # in this bot's fair queue
     QUEUED = "queued"  # accepted by Omniinfer, not started
     RUNNING = "running"
-    FETCHING = "fetching"  # downloading the finished images
     RESTARTING = "restarting"  # the bot is shutting down; the job resumes after
 
 

@@ -195,7 +195,6 @@ class JobRunner:
             if progress.status is not TaskStatus.SUCCEEDED:
                 self._reporter.update(job, _update_for(progress))
         assert final is not None
-        self._reporter.update(job, Update(Stage.FETCHING, progress=1.0))
         images = await self._client.download(final.images)
         if job.state is JobState.SUBMITTED:
             moved = await self._store.advance(job, JobState.DELIVERING)

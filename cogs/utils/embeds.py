@@ -48,14 +48,12 @@ def progress_embed(job: Job, update: Update) -> discord.Embed:
         status = f"⏳ Waiting in line: position {update.queue_position}"
     elif update.stage is Stage.QUEUED:
         status = "⏳ Queued at Omniinfer"
-    elif update.stage is Stage.FETCHING:
-        status = "📥 Fetching the images…"
     elif update.stage is Stage.RESTARTING:
         status = f"🔁 {wording.RESTARTING_NOTE}"
     else:
         status = "🎨 Generating"
     lines = [status]
-    if update.stage in (Stage.RUNNING, Stage.QUEUED, Stage.FETCHING):
+    if update.stage in (Stage.RUNNING, Stage.QUEUED):
         eta = f" · about {update.eta:.0f}s left" if update.eta else ""
         lines.append(f"`{progress_bar(update.progress)}` {update.progress:.0%}{eta}")
     embed.add_field(name="Status", value="\n".join(lines), inline=False)

@@ -6,6 +6,17 @@ import aiohttp
 import pytest
 
 from quota import ledger
+from tests.harness import Harness, build_world
+
+
+@pytest.fixture
+async def harness(fake_discord, emulator, database_url):
+    """The limits suite runs twice: on SQLite and on PostgreSQL."""
+    h = Harness(fake_discord, emulator, build_world(fake_discord), database_url)
+    await h.start_bot()
+    yield h
+    await h.stop_bot()
+
 
 MODERATOR_COMMANDS = [
     ("limits show", {}),

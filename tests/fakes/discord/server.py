@@ -619,6 +619,7 @@ class FakeDiscord:
         if kind in (4, 7):
             rejected = self._reject(request, data, files, record.guild)
             if rejected:
+                await self._notify()
                 return rejected
         message = self._respond(record, kind, data, files)
         record.response_type = kind
@@ -694,6 +695,7 @@ class FakeDiscord:
             request, {"content": merged["content"], "embeds": merged["embeds"]}, files, record.guild
         )
         if rejected:
+            await self._notify()
             return rejected
         self._apply(message, payload, files, editing=True)
         if message is record.original:
@@ -723,6 +725,7 @@ class FakeDiscord:
         payload, files = await self._body(request)
         rejected = self._reject(request, payload, files, record.guild)
         if rejected:
+            await self._notify()
             return rejected
         original = record.original
         if original is not None and not record.original_deleted and original.flags & LOADING:
@@ -761,6 +764,7 @@ class FakeDiscord:
         payload, files = await self._body(request)
         rejected = self._reject(request, payload, files, channel.guild)
         if rejected:
+            await self._notify()
             return rejected
         nonce = payload.get("nonce")
         if nonce is not None and payload.get("enforce_nonce"):

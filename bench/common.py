@@ -44,6 +44,14 @@ def save(path: str | None, figures: dict[str, Any]) -> None:
         Path(path).write_text(json.dumps(figures, indent=2))
 
 
+def finish(args: Any, figures: dict[str, Any]) -> None:
+    """Save the figures (`--json`) and print the change against a saved run (`--compare`)."""
+    save(args.json, figures)
+    report = compare(args.compare, figures)
+    if report:
+        print("\n" + report)
+
+
 def compare(path: str | None, figures: dict[str, Any]) -> str:
     """Each figure beside the one in a previous run's JSON, with the change in percent."""
     if not path:

@@ -16,46 +16,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bench.common import compare, percentile, save, table
+from bench.common import finish, percentile, table
 from omni.emulator import Emulator
 from tests.fakes.discord import FakeDiscord
-from tests.harness import ROOT, build_world
+from tests.fakes.run_bot import spawn
+from tests.harness import build_world
 
 logging.disable(logging.WARNING)
 KEY = "bench-key"
 
 
 async def start_bot(fake: FakeDiscord, emulator: Emulator, db: Path, guild_id: int, n: int):
-    env = {
-        **os.environ,
-        "FAKE_DISCORD_URL": fake.base_url,
-        "DISCORD_TOKEN": fake.bot_token,
-        "OMNI_API_KEY": KEY,
-        "OMNI_BASE_URL": emulator.base_url,
-        "DATABASE_URL": f"sqlite:///{db}",
-        "DEV_GUILD_ID": str(guild_id),
-        "ACCOUNT_CREDIT": "1000000",
-        "MAX_JOBS_IN_FLIGHT": str(max(8, n)),
-        "MAX_QUEUE_LENGTH": "100000",
-        "LOG_LEVEL": "ERROR",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.fakes.run_bot",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+    process = await spawn(
+        fake.base_url,
+        {
+            "DISCORD_TOKEN": fake.bot_token,
+            "OMNI_API_KEY": KEY,
+            "OMNI_BASE_URL": emulator.base_url,
+            "DATABASE_URL": f"sqlite:///{db}",
+            "DEV_GUILD_ID": str(guild_id),
+            "ACCOUNT_CREDIT": "1000000",
+            "MAX_JOBS_IN_FLIGHT": str(max(8, n)),
+            "MAX_QUEUE_LENGTH": "100000",
+            "LOG_LEVEL": "ERROR",
+        },
     )
     await fake.wait_until_ready(timeout=60)
     async with aiosqlite.connect(db) as conn:  # no cooldown: this measures load, not limits
@@ -120,10 +111,7 @@ async def main(args: argparse.Namespace) -> None:
     headers = list(results[0])
     print(table(headers, [[r[h] for h in headers] for r in results]))
     figures: dict[str, Any] = {f"{k}@{r['jobs']}": v for r in results for k, v in r.items()}
-    save(args.json, figures)
-    report = compare(args.compare, figures)
-    if report:
-        print("\n" + report)
+    finish(args, figures)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import compare, cpu_seconds, mean, percentile, save, table
+from bench.common import cpu_seconds, finish, mean, percentile, table
 from omni import OmniClient, PollPolicy, Txt2ImgRequest
 from omni.emulator import Emulator
 from omni.polling import FIXED_HALF_SECOND
@@ -112,10 +112,7 @@ async def main(args: argparse.Namespace) -> None:
     figures: dict[str, Any] = {f"{r[1]}@{r[0]:g}s_requests": r[2] for r in rows}
     figures |= {f"{r[1]}@{r[0]:g}s_lag_p50_ms": r[3] for r in rows}
     figures |= {f"concurrent_{k}": v for k, v in load.items()}
-    save(args.json, figures)
-    report = compare(args.compare, figures)
-    if report:
-        print("\n" + report)
+    finish(args, figures)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench.common import compare, percentile, save, table
+from bench.common import finish, percentile, table
 from jobs.admission import Admission, Admitted, Ticket
 from jobs.model import Origin
 from jobs.store import JobStore
@@ -134,10 +134,7 @@ def main(args: argparse.Namespace) -> None:
     headers = list(results[0])
     print(table(headers, [[r[h] for h in headers] for r in results]))
     figures = {f"{k}@{r['database']}": v for r in results for k, v in r.items() if k != "database"}
-    save(args.json, figures)
-    report = compare(args.compare, figures)
-    if report:
-        print("\n" + report)
+    finish(args, figures)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 
-from bench.common import compare, save, table
+from bench.common import finish, table
 from omni.emulator import Emulator
 from quota.limits import LimitField, Rule, ScopeKind
 from quota.store import set_rule
@@ -81,10 +81,7 @@ async def main(args: argparse.Namespace) -> None:
         "extra_submits_per_job": resumed["submits_per_job"] - straight["submits_per_job"],
     }
     print(table(["figure", "value"], [[k, v] for k, v in figures.items()]))
-    save(args.json, figures)
-    report = compare(args.compare, figures)
-    if report:
-        print("\n" + report)
+    finish(args, figures)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@ Only the two discord.py addresses are changed, as the test fixtures do in-proces
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from pathlib import Path
 
 import discord
 import yarl
 
 import bot
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
@@ -24,6 +28,20 @@ def main() -> int:
         base.replace("http://", "ws://") + "/gateway"
     )
     return bot.main()
+
+
+async def spawn(fake_url: str, settings: dict[str, str]) -> asyncio.subprocess.Process:
+    """Start `python bot.py` against the fake Discord at `fake_url`, with these settings."""
+    env = {**os.environ, "FAKE_DISCORD_URL": fake_url, **settings}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.run_bot",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 if __name__ == "__main__":

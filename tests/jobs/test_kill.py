@@ -11,14 +11,14 @@ import asyncio
 import os
 import random
 import signal
-import sys
 from collections import Counter
 
 import aiosqlite
 
 from omni.emulator import Emulator, Fault
 from tests.fakes.discord import FakeDiscord
-from tests.harness import ROOT, build_world
+from tests.fakes.run_bot import spawn
+from tests.harness import build_world
 
 SEED = int(os.environ.get("KILL_TEST_SEED", "20261125"))
 ROUNDS = 22
@@ -27,26 +27,18 @@ KEY = "kill-test-key"
 
 async def start_bot(fake: FakeDiscord, emulator: Emulator, db_path: str, guild_id: int):
     fake._identified.clear()
-    env = {
-        **os.environ,
-        "FAKE_DISCORD_URL": fake.base_url,
-        "DISCORD_TOKEN": fake.bot_token,
-        "OMNI_API_KEY": KEY,
-        "OMNI_BASE_URL": emulator.base_url,
-        "OMNI_TIMEOUT": "3",
-        "DATABASE_URL": f"sqlite:///{db_path}",
-        "DEV_GUILD_ID": str(guild_id),
-        "ACCOUNT_CREDIT": "100000",
-        "LOG_LEVEL": "WARNING",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.fakes.run_bot",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+    process = await spawn(
+        fake.base_url,
+        {
+            "DISCORD_TOKEN": fake.bot_token,
+            "OMNI_API_KEY": KEY,
+            "OMNI_BASE_URL": emulator.base_url,
+            "OMNI_TIMEOUT": "3",
+            "DATABASE_URL": f"sqlite:///{db_path}",
+            "DEV_GUILD_ID": str(guild_id),
+            "ACCOUNT_CREDIT": "100000",
+            "LOG_LEVEL": "WARNING",
+        },
     )
     await fake.wait_until_ready(timeout=30)
     return process

@@ -2,68 +2,41 @@
 
 from __future__ import annotations
 
-import re
-import time
 from pathlib import Path
 
 from storage.database import Database, StorageError
+from storage.migrations import MIGRATIONS, migrate
 from storage.postgres import PostgresDatabase
-from storage.sqlite import SqliteDatabase, split_statements
+from storage.sqlite import SqliteDatabase
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
-_MIGRATION_LOCK = 7_351_001  # pg_advisory_xact_lock key: one migrator at a time
+
+def sqlite_path(url: str) -> str:
+    """`sqlite:///data/bot.db` → `data/bot.db` (relative), `sqlite:////srv/bot.db` → absolute,
+    `sqlite://:memory:` → in memory (one connection's: for throwaway use only)."""
+    rest = url.removeprefix("sqlite://")
+    path = rest[1:] if rest.startswith("/") else rest
+    if not path:
+        raise StorageError("a SQLite URL needs a path, e.g. sqlite:///data/bot.db")
+    return path
 
 
 async def open_database(url: str, *, migrations_dir: Path = MIGRATIONS) -> Database:
-    """`sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...`."""
+    """Connect (creating a SQLite file and its folder on first run) and apply migrations.
+
+    `sqlite:///...` or `postgresql://...` (`postgres://` too); anything unusable raises
+    StorageError, whose message never holds the password.
+    """
     db: SqliteDatabase | PostgresDatabase
     if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://")
-        path = path[1:] if path.startswith("/") else path
-        db = await SqliteDatabase.open(path or ":memory:")
+        db = await SqliteDatabase.open(sqlite_path(url))
     elif url.startswith(("postgresql://", "postgres://")):
         db = await PostgresDatabase.open(url)
     else:
-        raise StorageError("DATABASE_URL must start with sqlite:// or postgresql://")
+        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+        raise StorageError(f"database URL ({scheme}) must start with sqlite:// or postgresql://")
     try:
         await migrate(db, migrations_dir)
     except BaseException:
         await db.close()
         raise
     return db
-
-
-def _migrations(directory: Path) -> list[tuple[int, str, Path]]:
-    found = []
-    for path in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path.stem, path))
-    return found
-
-
-async def migrate(db: SqliteDatabase | PostgresDatabase, directory: Path) -> list[int]:
-    """Apply each migration not yet recorded, each in its own transaction."""
-    await db.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-               applied_at DOUBLE PRECISION NOT NULL)"""
-    )
-    applied = []
-    for version, name, path in _migrations(directory):
-        async with db.transaction() as conn:
-            if db.dialect == "postgresql":
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            if await conn.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", version):
-                continue
-            for statement in split_statements(path.read_text()):
-                await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                version,
-                name,
-                time.time(),
-            )
-        applied.append(version)
-    return applied

@@ -2,34 +2,89 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from storage.database import Connection, Row, StorageError
+from storage.database import Row, StorageError
+
+# Errors meaning the server cannot be used now (connection lost, shutting down, out of
+# resources), rather than a bad query: these become StorageError.
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+_PASSWORD = re.compile(r"://[^:/@]*:([^@]*)@")
+
+T = TypeVar("T")
 
 
-class _Queries:
-    def __init__(self, conn: Any) -> None:
+async def _guard(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except _UNAVAILABLE as error:
+        raise StorageError(f"PostgreSQL is unavailable: {error}") from error
+
+
+class _Session:
+    """Queries on the pool (one connection per query) or on one transaction's connection."""
+
+    def __init__(self, conn: asyncpg.Pool | asyncpg.Connection) -> None:
         self._conn = conn
+        self._lost = False
+
+    def on_lost(self, _conn: object) -> None:
+        """asyncpg's termination listener: the transaction's connection has closed."""
+        self._lost = True
+
+    async def call(self, method: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await _guard(method(*args))
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
+            if self._lost:  # asyncpg's own wording here is about misuse, not a lost server
+                raise StorageError(
+                    f"PostgreSQL is unavailable: connection lost ({error})"
+                ) from error
+            raise
 
     async def execute(self, sql: str, *args: Any) -> int:
-        status = await self._conn.execute(sql, *args)
+        status = await self.call(self._conn.execute, sql, *args)
         # "INSERT 0 3", "UPDATE 2", "DELETE 1": the last word is the row count.
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return [dict(r) for r in await self._conn.fetch(sql, *args)]
+        return [dict(row) for row in await self.call(self._conn.fetch, sql, *args)]
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        row = await self._conn.fetchrow(sql, *args)
+        row = await self.call(self._conn.fetchrow, sql, *args)
         return dict(row) if row is not None else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._conn.fetchval(sql, *args)
+        return await self.call(self._conn.fetchval, sql, *args)
+
+    async def executescript(self, script: str) -> None:
+        """A migration: without arguments asyncpg sends it whole, as several statements."""
+        await self.call(self._conn.execute, script)
+
+
+def _where(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        parts = urlsplit(url)
+        user = f"{parts.username}@" if parts.username else ""
+        return f"{user}{parts.hostname or ''}:{parts.port or 5432}{parts.path}"
+    except ValueError:
+        return "the configured URL"
 
 
 class PostgresDatabase:
@@ -37,34 +92,82 @@ class PostgresDatabase:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._queries = _Queries(pool)
+        self._session = _Session(pool)
+        self._in_transaction: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def open(cls, url: str) -> PostgresDatabase:
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=10, timeout=10)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        except Exception as error:
+            message = _hide_password(f"{type(error).__name__}: {error}", url)
             raise StorageError(
-                f"cannot connect to PostgreSQL ({type(error).__name__}): check DATABASE_URL"
-            ) from None
+                f"cannot connect to PostgreSQL at {_where(url)}: {message}"
+            ) from None  # the cause may hold the URL, password included
         return cls(pool)
 
+    def _refuse_inside_own_transaction(self) -> None:
+        if self._in_transaction and asyncio.current_task() in self._in_transaction:
+            raise RuntimeError(
+                "inside a transaction, use its connection: the database's own methods would "
+                "run outside it (and could wait for its own row locks)"
+            )
+
     async def execute(self, sql: str, *args: Any) -> int:
-        return await self._queries.execute(sql, *args)
+        self._refuse_inside_own_transaction()
+        return await self._session.execute(sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._queries.fetch(sql, *args)
+        self._refuse_inside_own_transaction()
+        return await self._session.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._queries.fetchrow(sql, *args)
+        self._refuse_inside_own_transaction()
+        return await self._session.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._queries.fetchval(sql, *args)
+        self._refuse_inside_own_transaction()
+        return await self._session.fetchval(sql, *args)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _Queries(conn)
+    async def transaction(self) -> AsyncIterator[_Session]:
+        self._refuse_inside_own_transaction()
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_transaction.add(task)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                conn = await _guard(stack.enter_async_context(self._pool.acquire()))
+                session = _Session(conn)
+                conn.add_termination_listener(session.on_lost)
+                stack.callback(_stop_listening, conn, session)
+                transaction = conn.transaction()
+                await session.call(transaction.start)
+                try:
+                    yield session
+                except BaseException:
+                    # If this fails too (a lost connection: the server has rolled back), the
+                    # caller's error is the one to see; the pool resets or drops the connection.
+                    with contextlib.suppress(Exception):
+                        await transaction.rollback()
+                    raise
+                await session.call(transaction.commit)
+        finally:
+            self._in_transaction.discard(task)
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+def _hide_password(message: str, url: str) -> str:
+    match = _PASSWORD.search(url)
+    if match and match[1]:
+        for secret in (match[1], unquote(match[1])):
+            message = message.replace(secret, "***")
+    return message
+
+
+def _stop_listening(conn: asyncpg.Connection, session: _Session) -> None:
+    """Before the connection goes back to the pool; a lost one is detached from it already."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.remove_termination_listener(session.on_lost)

@@ -1,118 +1,271 @@
-"""The storage layer behaves the same on SQLite and PostgreSQL."""
+"""The storage layer behaves the same on SQLite and PostgreSQL (`database_url` runs each test
+on both): migrations, values, transactions, reservation races, and unavailability."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
-from storage import StorageError, open_database
+import storage.sqlite
+from storage import Database, StorageError, open_database
 
-
-def write_migrations(directory: Path, *scripts: str) -> None:
-    directory.mkdir(exist_ok=True)
-    for number, script in enumerate(scripts, start=1):
-        (directory / f"{number:04d}_step{number}.sql").write_text(script)
-
-
-ACCOUNT = """-- an account with a little credit
+ACCOUNT = """-- an account with five places; the comment has a ; in it
 CREATE TABLE account (id INTEGER PRIMARY KEY, used BIGINT NOT NULL, note TEXT);
-INSERT INTO account (id, used) VALUES (1, 0);
+INSERT INTO account (id, used, note) VALUES (1, 0, 'a;b');
 """
 
 
+def write_migrations(directory: Path, *scripts: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    for number, script in enumerate(scripts, start=1):
+        (directory / f"{number:04d}_step{number}.sql").write_text(script)
+    return directory
+
+
+@pytest.fixture
+async def db(database_url: str, tmp_path: Path):
+    database = await open_database(
+        database_url, migrations_dir=write_migrations(tmp_path / "m", ACCOUNT)
+    )
+    yield database
+    await database.close()
+
+
+async def recorded(db: Database) -> list[tuple[int, str]]:
+    rows = await db.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+    return [(row["version"], row["name"]) for row in rows]
+
+
 async def test_migrations_apply_in_order_once_and_later_ones_on_next_open(database_url, tmp_path):
-    migrations = tmp_path / "migrations"
-    write_migrations(migrations, ACCOUNT)
+    migrations = write_migrations(tmp_path / "m", ACCOUNT, "ALTER TABLE account ADD COLUMN a TEXT;")
     db = await open_database(database_url, migrations_dir=migrations)
+    assert await recorded(db) == [(1, "0001_step1"), (2, "0002_step2")]
+    when = "SELECT version, applied_at FROM schema_migrations ORDER BY version"
+    applied = await db.fetch(when)
     await db.close()
+
     db = await open_database(database_url, migrations_dir=migrations)  # nothing new
+    assert await db.fetch(when) == applied
     assert await db.fetchval("SELECT COUNT(*) FROM account") == 1
     await db.close()
-    write_migrations(migrations, ACCOUNT, "ALTER TABLE account ADD COLUMN extra TEXT;")
+
+    (migrations / "0003_step3.sql").write_text("UPDATE account SET a = 'third';")
     db = await open_database(database_url, migrations_dir=migrations)
-    versions = [
-        r["version"]
-        for r in await db.fetch("SELECT version FROM schema_migrations ORDER BY version")
-    ]
-    assert versions == [1, 2]
-    await db.execute("UPDATE account SET extra = $1", "ok")
-    assert await db.fetchval("SELECT extra FROM account") == "ok"
+    assert [version for version, _ in await recorded(db)] == [1, 2, 3]
+    assert await db.fetchval("SELECT a FROM account") == "third"
     await db.close()
 
 
-async def test_values_round_trip_with_numbered_placeholders(database_url, tmp_path):
-    write_migrations(
-        tmp_path / "m", "CREATE TABLE t (id BIGINT PRIMARY KEY, x DOUBLE PRECISION, s TEXT);"
+async def test_two_processes_starting_at_once_apply_each_migration_once(database_url, tmp_path):
+    migrations = write_migrations(tmp_path / "m", ACCOUNT, "UPDATE account SET used = used + 1;")
+    first, second = await asyncio.gather(
+        open_database(database_url, migrations_dir=migrations),
+        open_database(database_url, migrations_dir=migrations),
     )
-    db = await open_database(database_url, migrations_dir=tmp_path / "m")
-    snowflake = 1234567890123456789
-    assert (
-        await db.execute("INSERT INTO t (id, x, s) VALUES ($1, $2, $3)", snowflake, 0.25, None) == 1
-    )
-    row = await db.fetchrow(
-        "SELECT * FROM t WHERE id = $1 AND (s IS NULL OR s = $2)", snowflake, "x"
-    )
-    assert dict(row) == {"id": snowflake, "x": 0.25, "s": None}
-    assert await db.fetchval("SELECT $1 || '$1' || $1", "a") == "a$1a"
-    assert await db.fetchrow("SELECT * FROM t WHERE id = $1", 1) is None
-    await db.close()
-
-
-async def test_a_transaction_commits_or_rolls_back_as_a_whole(database_url, tmp_path):
-    write_migrations(tmp_path / "m", ACCOUNT)
-    db = await open_database(database_url, migrations_dir=tmp_path / "m")
-    async with db.transaction() as conn:
-        await conn.execute("UPDATE account SET used = 1")
-    with pytest.raises(RuntimeError):
-        async with db.transaction() as conn:
-            await conn.execute("UPDATE account SET used = 99")
-            raise RuntimeError("boom")
-    assert await db.fetchval("SELECT used FROM account") == 1
-    await db.close()
-
-
-async def reserve(db) -> bool:
-    """The reservation pattern the ledger uses: lock, check, update."""
-    suffix = " FOR UPDATE" if db.dialect == "postgresql" else ""
-    async with db.transaction() as conn:
-        used = await conn.fetchval("SELECT used FROM account WHERE id = 1" + suffix)
-        if used >= 5:
-            return False
-        await conn.execute("UPDATE account SET used = $1 WHERE id = 1", used + 1)
-        return True
-
-
-async def test_a_hundred_racing_reservations_for_five_places_get_exactly_five(
-    database_url, tmp_path
-):
-    write_migrations(tmp_path / "m", ACCOUNT)
-    db = await open_database(database_url, migrations_dir=tmp_path / "m")
-    results = await asyncio.gather(*(reserve(db) for _ in range(100)))
-    assert sum(results) == 5
-    await db.close()
-
-
-async def test_the_race_holds_across_two_connections_standing_for_two_processes(
-    database_url, tmp_path
-):
-    write_migrations(tmp_path / "m", ACCOUNT)
-    first = await open_database(database_url, migrations_dir=tmp_path / "m")
-    second = await open_database(database_url, migrations_dir=tmp_path / "m")
-    results = await asyncio.gather(*(reserve(db) for _ in range(50) for db in (first, second)))
-    assert sum(results) == 5
-    assert await first.fetchval("SELECT used FROM account") == 5
+    assert await first.fetchval("SELECT used FROM account") == 1
+    assert len(await second.fetch("SELECT * FROM schema_migrations")) == 2
     await first.close()
     await second.close()
 
 
-async def test_an_unreachable_postgresql_is_a_storage_error_without_the_password():
+async def test_a_failing_migration_leaves_nothing_half_done(database_url, tmp_path):
+    migrations = write_migrations(
+        tmp_path / "m", ACCOUNT, "CREATE TABLE extra (x TEXT);\nINSERT INTO nowhere VALUES (1);"
+    )
+    with pytest.raises(StorageError, match=r"0002_step2\.sql"):
+        await open_database(database_url, migrations_dir=migrations)
+    (migrations / "0002_step2.sql").write_text("CREATE TABLE extra (x TEXT);")
+    db = await open_database(database_url, migrations_dir=migrations)
+    assert [version for version, _ in await recorded(db)] == [1, 2]
+    await db.close()
+
+
+@pytest.mark.parametrize("name", ["1_x.txt.sql", "0001 initial.sql", "initial.sql"])
+async def test_a_misnamed_migration_is_an_error_not_skipped(tmp_path, name):
+    (tmp_path / name).write_text("SELECT 1;")
+    with pytest.raises(StorageError, match="not named like"):
+        await open_database(f"sqlite:///{tmp_path}/db.sqlite", migrations_dir=tmp_path)
+
+
+async def test_values_round_trip_with_numbered_placeholders(db):
+    snowflake = 1234567890123456789
+    await db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, x DOUBLE PRECISION, s TEXT)")
+    assert (
+        await db.execute("INSERT INTO t (s, x, id) VALUES ($3, $2, $1)", snowflake, 0.25, None) == 1
+    )
+    assert await db.execute("INSERT INTO t (id, x, s) VALUES ($1, $2, $3)", 7, 1.5, "$1 ok") == 1
+    row = await db.fetchrow(
+        "SELECT * FROM t WHERE id = $1 AND (s IS NULL OR s = $2)", snowflake, "-"
+    )
+    assert row == {"id": snowflake, "x": 0.25, "s": None}
+    assert row["id"] == snowflake and dict(row) == row
+    assert await db.fetch("SELECT id, s FROM t ORDER BY id") == [
+        {"id": 7, "s": "$1 ok"},
+        {"id": snowflake, "s": None},
+    ]
+    assert await db.fetchval("SELECT $1 || '$1' || $1 || '''$2'''", "a") == "a$1a'$2'"
+    assert await db.fetchval("SELECT note FROM account WHERE id = $1", 1) == "a;b"
+    assert await db.fetchrow("SELECT * FROM t WHERE id = $1", 1) is None
+    assert await db.fetchval("SELECT s FROM t WHERE id = $1", 1) is None
+    assert await db.execute("UPDATE t SET x = x * $1", 2.0) == 2
+    assert await db.execute("DELETE FROM t WHERE id = $1", 1) == 0
+
+
+async def reserve_conditionally(db: Database) -> bool:
+    async with db.transaction() as conn:
+        changed = await conn.execute("UPDATE account SET used = used + 1 WHERE id = 1 AND used < 5")
+        return changed == 1
+
+
+async def reserve_after_locking(db: Database) -> bool:
+    """Lock, check, update: one SQL for both (FOR UPDATE is dropped on SQLite)."""
+    async with db.transaction() as conn:
+        used = await conn.fetchval("SELECT used FROM account WHERE id = $1 FOR UPDATE", 1)
+        await asyncio.sleep(0)  # let the others try to get in between
+        if used >= 5:
+            return False
+        await conn.execute("UPDATE account SET used = $1 WHERE id = $2", used + 1, 1)
+        return True
+
+
+@pytest.mark.parametrize("reserve", [reserve_conditionally, reserve_after_locking])
+async def test_a_hundred_racing_reservations_for_five_places_get_exactly_five(db, reserve):
+    results = await asyncio.gather(*(reserve(db) for _ in range(100)))
+    assert sum(results) == 5
+    assert await db.fetchval("SELECT used FROM account") == 5
+
+
+@pytest.mark.parametrize("reserve", [reserve_conditionally, reserve_after_locking])
+async def test_the_race_holds_across_two_databases_standing_for_two_processes(
+    db, database_url, tmp_path, reserve
+):
+    other = await open_database(database_url, migrations_dir=tmp_path / "m")
+    results = await asyncio.gather(*(reserve(d) for _ in range(50) for d in (db, other)))
+    assert sum(results) == 5
+    assert await other.fetchval("SELECT used FROM account") == 5
+    await other.close()
+
+
+async def test_a_transaction_commits_or_rolls_back_as_a_whole(db):
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE account SET used = 1")
+        await conn.execute("UPDATE account SET note = 'kept'")
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE account SET used = 99")
+            raise RuntimeError("boom")
+    assert await db.fetchrow("SELECT used, note FROM account") == {"used": 1, "note": "kept"}
+
+
+async def test_a_cancelled_transaction_rolls_back_and_the_database_stays_usable(db):
+    inside = asyncio.Event()
+
+    async def slow() -> None:
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE account SET used = 42")
+            inside.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(slow())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Cancelled while BEGIN is on its way (the first) or while waiting for the lock (the rest):
+    # nothing may be left open.
+    tasks = [asyncio.create_task(reserve_conditionally(db)) for _ in range(3)]
+    await asyncio.sleep(0)
+    for cancelled in tasks:
+        cancelled.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    committed = sum(outcome is True for outcome in outcomes)
+    assert await reserve_conditionally(db)
+    assert await db.fetchval("SELECT used FROM account") == committed + 1
+
+
+async def test_the_database_itself_cannot_be_used_inside_its_own_transaction(db):
+    async with db.transaction() as conn:
+        with pytest.raises(RuntimeError, match="use its connection"):
+            await db.fetchval("SELECT used FROM account")
+        with pytest.raises(RuntimeError, match="use its connection"):
+            async with db.transaction():
+                pass
+        assert await conn.fetchval("SELECT used FROM account") == 0
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+async def test_unreachable_postgresql_is_a_storage_error_without_the_password(scheme):
     with pytest.raises(StorageError) as caught:
-        await open_database("postgresql://bot:hunter2secret@127.0.0.1:9/db")
+        await open_database(f"{scheme}://bot:hunter2%40secret@127.0.0.1:9/db")
+    assert "hunter2" not in str(caught.value) and "127.0.0.1:9/db" in str(caught.value)
+
+
+async def test_a_missing_postgresql_database_is_a_storage_error_without_the_password(pg_url):
+    url = urlsplit(pg_url)
+    bad = url._replace(netloc=f"postgres:hunter2secret@{url.hostname}:{url.port}", path="/nope")
+    with pytest.raises(StorageError, match="nope") as caught:
+        await open_database(bad.geturl())
     assert "hunter2secret" not in str(caught.value)
 
 
-async def test_an_unknown_scheme_is_a_storage_error():
-    with pytest.raises(StorageError):
-        await open_database("mysql://x")
+async def test_a_connection_lost_mid_transaction_is_a_storage_error_then_recovers(pg_url, tmp_path):
+    db = await open_database(pg_url, migrations_dir=write_migrations(tmp_path / "m", ACCOUNT))
+    admin = await asyncpg.connect(pg_url)
+    with pytest.raises(StorageError, match="unavailable"):
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE account SET used = 1")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            await asyncio.sleep(0.2)  # the server's goodbye reaches the client
+            await conn.execute("UPDATE account SET used = 2")
+    await admin.close()
+    assert await db.fetchval("SELECT used FROM account") == 0
+    await db.close()
+
+
+@pytest.mark.parametrize("url", ["mysql://u:pw@host/db", "data/bot.db", "sqlite://"])
+async def test_an_unusable_url_is_a_storage_error(url, tmp_path):
+    with pytest.raises(StorageError) as caught:
+        await open_database(url, migrations_dir=tmp_path)
+    assert "pw" not in str(caught.value)
+
+
+async def test_an_unopenable_sqlite_file_is_a_storage_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StorageError, match="cannot open"):
+        await open_database(f"sqlite:///{tmp_path}/file/bot.db", migrations_dir=tmp_path)
+    (tmp_path / "garbage.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(StorageError, match="cannot open"):
+        await open_database(f"sqlite:///{tmp_path}/garbage.db", migrations_dir=tmp_path)
+
+
+async def test_sqlite_locked_by_another_process_too_long_is_a_storage_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage.sqlite, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "bot.db"
+    db = await open_database(
+        f"sqlite:///{path}", migrations_dir=write_migrations(tmp_path / "m", ACCOUNT)
+    )
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StorageError, match="locked"):
+        await reserve_conditionally(db)
+    other.execute("ROLLBACK")
+    other.close()
+    assert await reserve_conditionally(db)
+    await db.close()
+
+
+async def test_a_sqlite_url_creates_its_folder_and_file_on_first_open(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = await open_database(
+        "sqlite:///data/bot.db", migrations_dir=write_migrations(tmp_path / "m", ACCOUNT)
+    )
+    await db.close()
+    assert (tmp_path / "data" / "bot.db").is_file()

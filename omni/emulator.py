@@ -473,12 +473,16 @@ class Emulator:
         queue_fraction: float = 0.2,
         image_ttl: float = 3600.0,
         public_host: str | None = None,
+        draw_each_image: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`credit`: images the account can still generate (None: unlimited). `duration`:
         seconds from submit to final, the first `queue_fraction` of it queued. `image_ttl`:
         lifetime of result URLs unless a request sets `img_expire_ttl`. `public_host`: the
         host name put in `base_url` and result URLs, when clients reach it by another name.
+        `draw_each_image=False` serves one picture per size to every task: for load
+        benchmarks, where drawing hundreds of PNGs (~35 ms of CPU each) would compete with
+        the client being measured.
         """
         if not api_key:
             raise ValueError("api_key must not be empty")
@@ -492,6 +496,7 @@ class Emulator:
         self.queue_fraction = queue_fraction
         self.image_ttl = image_ttl
         self.public_host = public_host
+        self.draw_each_image = draw_each_image
         self.clock = clock
         self.faults = FaultPlan()
         self.stats = Stats()
@@ -664,7 +669,19 @@ class Emulator:
         so a download measures the client, not the drawing."""
         await asyncio.sleep(max(0.0, task.final_at - PRERENDER_LEAD - self.clock()))
         for index in range(task.job.images):
-            await self._cache.get((task.id, str(index)), partial(task.job.render_image, index))
+            await self._picture(task, str(index))
+
+    async def _picture(self, task: Task, index: str) -> bytes:
+        """Image `index` ("preview" or a number) of `task`, drawn once and cached."""
+        job, preview = task.job, index == "preview"
+        if not self.draw_each_image and isinstance(job, Txt2Img):
+            draw = images.preview if preview else images.render
+            key: tuple[object, ...] = ("shared", preview, job.width, job.height)
+            render = partial(draw, "emulator", 0, job.width, job.height)
+        else:
+            key = (task.id, index)
+            render = job.render_preview if preview else partial(job.render_image, int(index))
+        return await self._cache.get(key, render)
 
     def _forget_old_tasks(self, now: float) -> None:
         """Drop tasks long past expiry (they then answer code 3), so memory stays bounded."""
@@ -732,13 +749,7 @@ class Emulator:
             return _s3_error("NoSuchKey", "The specified key does not exist.")
         if now >= task.expires_at:
             return _s3_error("NoSuchKey", "Request has expired")
-        index = match["index"]
-        render: Callable[[], bytes] = (
-            task.job.render_preview
-            if index == "preview"
-            else lambda: task.job.render_image(int(index))
-        )
-        data = await self._cache.get((task.id, index), render)
+        data = await self._picture(task, match["index"])
         return web.Response(body=data, content_type="image/png")
 
     def _origin(self, request: web.Request) -> str:
@@ -928,6 +939,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--public-host", default=None, help="host name to put in URLs (default: the bind host)"
     )
+    parser.add_argument(
+        "--shared-pictures",
+        action="store_true",
+        help="serve one picture per size to every task (load benchmarks: no drawing per task)",
+    )
     return parser
 
 
@@ -937,6 +953,7 @@ async def _serve(args: argparse.Namespace) -> None:
         credit=args.credit,
         duration=args.duration,
         public_host=args.public_host,
+        draw_each_image=not args.shared_pictures,
     )
     url = await emulator.start(args.host, args.port)
     print(f"Omniinfer emulator listening on {url}", flush=True)

@@ -1,9 +1,18 @@
-"""SQLite through aiosqlite: the embedded default, one file and no set-up.
+"""SQLite, called inline on the event loop: the embedded default, one file and no set-up.
+
+Inline rather than through a worker thread (aiosqlite), because the bot's statements are
+indexed lookups on a local file that take microseconds, while every hop to a thread and back
+costs tens of microseconds idle and far more when the loop is busy: under a burst of 200
+`/imagine`, admissions through aiosqlite ran at ~2.5 ms each (see docs/benchmarks.md).
+
+Nothing here waits on the loop for long. The one wait that could be long, another process
+holding the write lock, is taken off the loop: SQLite's busy timeout is 0, and a statement
+that finds the database locked is retried after an asyncio sleep, for up to BUSY_TIMEOUT_MS.
 
 One connection, so statements from different coroutines must not interleave inside a
 transaction: an asyncio lock makes a transaction exclusive for this Database, and plain
-statements wait for it. Other processes on the same file are kept out by BEGIN IMMEDIATE
-(the write lock is taken before the first read) and wait up to BUSY_TIMEOUT_MS for it.
+statements wait for it. BEGIN IMMEDIATE takes the write lock before the first read, which
+keeps other processes (and other Database objects on the same file) out meanwhile.
 """
 
 from __future__ import annotations
@@ -11,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import aiosqlite
+from typing import Any, Literal
 
 from storage.database import Row, StorageError
 from storage.sql import split_script, translate
 
 BUSY_TIMEOUT_MS = 10_000
+_FIRST_RETRY, _LONGEST_RETRY = 0.001, 0.05  # seconds between tries while the file is locked
 
 # Primary result codes that mean the database cannot be used now, rather than a bad query.
 _UNAVAILABLE = {
@@ -35,41 +44,58 @@ _UNAVAILABLE = {
     sqlite3.SQLITE_NOTADB,
 }
 
-T = TypeVar("T")
+
+def _primary_code(error: sqlite3.Error) -> int:
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF
 
 
 class _Session:
-    """Queries on the connection, for whoever holds the lock (the Database, or a transaction)."""
+    """Queries on the connection, for whoever holds the lock (the Database, or a transaction).
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+    `wait_when_locked`: outside a transaction a statement may find another process holding
+    the write lock, and waits for it; inside one (after BEGIN IMMEDIATE) that cannot happen.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str, *, wait_when_locked: bool) -> None:
         self._conn = conn
         self._path = path
+        self._wait_when_locked = wait_when_locked
         self.active = True
 
-    async def _call(self, method: Callable[[str, Any], Awaitable[T]], sql: str, args: Any) -> T:
+    async def _run(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
         if not self.active:
             raise RuntimeError("this transaction has ended: its connection cannot be used")
-        try:
-            return await method(translate(sql), args)
-        except sqlite3.Error as error:
-            if getattr(error, "sqlite_errorcode", 0) & 0xFF in _UNAVAILABLE:
-                raise StorageError(f"SQLite database {self._path}: {error}") from error
-            raise
+        statement = translate(sql)
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = _FIRST_RETRY
+        while True:
+            try:
+                return self._conn.execute(statement, args)
+            except sqlite3.Error as error:
+                code = _primary_code(error)
+                locked = code == sqlite3.SQLITE_BUSY
+                if locked and self._wait_when_locked and time.monotonic() < deadline:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _LONGEST_RETRY)
+                    continue
+                if code in _UNAVAILABLE:
+                    raise StorageError(f"SQLite database {self._path}: {error}") from error
+                raise
 
     async def execute(self, sql: str, *args: Any) -> int:
-        cursor = await self._call(self._conn.execute, sql, args)
+        cursor = await self._run(sql, args)
         return max(cursor.rowcount, 0)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return [dict(row) for row in await self._call(self._conn.execute_fetchall, sql, args)]
+        return [dict(row) for row in (await self._run(sql, args)).fetchall()]
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self._call(self._conn.execute_fetchall, sql, args)
-        return dict(rows[0]) if rows else None
+        row = (await self._run(sql, args)).fetchone()
+        return dict(row) if row is not None else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        rows = await self._call(self._conn.execute_fetchall, sql, args)
-        return rows[0][0] if rows else None
+        row = (await self._run(sql, args)).fetchone()
+        return row[0] if row is not None else None
 
     async def executescript(self, script: str) -> None:
         """A migration: several statements, inside the caller's transaction."""
@@ -80,35 +106,34 @@ class _Session:
 class SqliteDatabase:
     dialect: Literal["sqlite"] = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self._conn = conn
         self._path = path
-        self._session = _Session(conn, path)
+        self._session = _Session(conn, path, wait_when_locked=True)
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None  # the task inside a transaction
 
     @classmethod
     async def open(cls, path: str) -> SqliteDatabase:
         """Open (creating the file and its folder if needed) in WAL mode."""
-        conn: aiosqlite.Connection | None = None
+        conn: sqlite3.Connection | None = None
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=256)
+            conn = sqlite3.connect(path, timeout=0, isolation_level=None, cached_statements=256)
             conn.row_factory = sqlite3.Row
-            # busy_timeout first: switching to WAL needs a lock another process may hold.
+            database = cls(conn, path)
             for pragma in (
-                f"busy_timeout={BUSY_TIMEOUT_MS}",
-                "journal_mode=WAL",
+                "journal_mode=WAL",  # may need a lock another process holds: waited for
                 "synchronous=NORMAL",  # WAL + NORMAL: durable across crashes of the process
                 "foreign_keys=ON",
             ):
-                await conn.execute(f"PRAGMA {pragma}")
-        except (OSError, sqlite3.Error) as error:
+                await database._session.execute(f"PRAGMA {pragma}")
+        except (OSError, sqlite3.Error, StorageError) as error:
             if conn is not None:
-                await conn.close()
+                conn.close()
             raise StorageError(f"cannot open SQLite database {path}: {error}") from error
-        return cls(conn, path)
+        return database
 
     def _refuse_inside_own_transaction(self) -> None:
         if self._owner is not None and self._owner is asyncio.current_task():
@@ -142,17 +167,17 @@ class SqliteDatabase:
         self._refuse_inside_own_transaction()
         async with self._lock:
             self._owner = asyncio.current_task()
-            session = _Session(self._conn, self._path)
+            session = _Session(self._conn, self._path, wait_when_locked=False)
             try:
-                await session.execute("BEGIN IMMEDIATE")
+                # Waits (off the loop) while another process writes; cancelled meanwhile,
+                # nothing has been opened.
+                await self._session.execute("BEGIN IMMEDIATE")
                 yield session
                 await session.execute("COMMIT")
             except BaseException:
-                # Also on cancellation: a BEGIN or COMMIT already queued still runs, and this
-                # rollback runs after it (aiosqlite keeps order), before anyone else's statement.
-                # With nothing open, sqlite3's rollback() does nothing.
-                with contextlib.suppress(Exception):  # the caller's error is the one to see
-                    await self._conn.rollback()
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the caller's error is the one
+                        self._conn.rollback()
                 raise
             finally:
                 session.active = False
@@ -160,4 +185,4 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         async with self._lock:
-            await self._conn.close()
+            self._conn.close()

@@ -13,9 +13,8 @@ import random
 import signal
 from collections import Counter
 
-import aiosqlite
-
 from omni.emulator import Emulator, Fault
+from storage import open_database
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.run_bot import spawn
 from tests.harness import build_world
@@ -46,18 +45,21 @@ async def start_bot(fake: FakeDiscord, emulator: Emulator, db_path: str, guild_i
 
 async def loosen_limits(db_path: str, guild_id: int) -> None:
     """Every member may run many jobs back to back: the test is about crashes, not limits."""
-    async with aiosqlite.connect(db_path) as db:
-        for field, value in [
-            ("cooldown_seconds", 0),
-            ("concurrent_jobs", 20),
-            ("images_per_day", 10000),
-            ("images_per_hour", 10000),
-        ]:
-            await db.execute(
-                "INSERT INTO limit_rules VALUES (?, 'guild', ?, ?, ?)",
-                (guild_id, guild_id, field, value),
-            )
-        await db.commit()
+    db = await open_database(f"sqlite:///{db_path}")
+    for field, value in [
+        ("cooldown_seconds", 0),
+        ("concurrent_jobs", 20),
+        ("images_per_day", 10000),
+        ("images_per_hour", 10000),
+    ]:
+        await db.execute(
+            "INSERT INTO limit_rules VALUES ($1, 'guild', $2, $3, $4)",
+            guild_id,
+            guild_id,
+            field,
+            value,
+        )
+    await db.close()
 
 
 async def settle(db_path: str, timeout: float = 90) -> None:
@@ -70,11 +72,10 @@ async def settle(db_path: str, timeout: float = 90) -> None:
 
 
 async def phases(db_path: str) -> Counter[str]:
-    async with aiosqlite.connect(db_path) as db:
-        rows = await db.execute_fetchall(
-            "SELECT state FROM jobs WHERE state NOT IN ('done', 'failed')"
-        )
-    return Counter(state for (state,) in rows)
+    db = await open_database(f"sqlite:///{db_path}")
+    rows = await db.fetch("SELECT state FROM jobs WHERE state NOT IN ('done', 'failed')")
+    await db.close()
+    return Counter(row["state"] for row in rows)
 
 
 async def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
@@ -121,10 +122,10 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
         await fake.stop()
         await emulator.stop()
 
-    async with aiosqlite.connect(db_path) as db:
-        db.row_factory = aiosqlite.Row
-        jobs = await db.execute_fetchall("SELECT * FROM jobs")
-        account = (await db.execute_fetchall("SELECT * FROM account"))[0]
+    db = await open_database(f"sqlite:///{db_path}")
+    jobs = await db.fetch("SELECT * FROM jobs")
+    account = await db.fetchrow("SELECT * FROM account")
+    await db.close()
 
     # Kills landed in every phase of a job's life.
     assert killed_during["submitted"] > 0, killed_during

@@ -370,6 +370,20 @@ async def test_images_are_deterministic_from_prompt_and_seed(stepped, clock, ses
     assert bodies[0] == emulator_images.render(BODY["prompt"], 77, 96, 64)
 
 
+async def test_with_shared_pictures_every_task_of_a_size_gets_the_same_png(clock, session):
+    async with Emulator(api_key=KEY, duration=10, clock=clock, draw_each_image=False) as emu:
+        tasks = [await submitted(session, emu, seed=seed) for seed in (1, 2)]
+        other_size = await submitted(session, emu, seed=3, width=64, height=96)
+        clock.now += 10
+        bodies = []
+        for task_id in [*tasks, other_size]:
+            [url] = (await progress(session, emu, task_id))["imgs"]
+            bodies.append((await fetch(session, url))[1])
+    assert bodies[0] == bodies[1]
+    assert png_size(bodies[0]) == (96, 64)
+    assert png_size(bodies[2]) == (64, 96)
+
+
 async def test_a_scripted_failure_ends_with_status_3_and_its_reason(stepped, clock, session):
     stepped.faults.fail_next_task("NSFW content detected")
     task_id = await submitted(session, stepped)

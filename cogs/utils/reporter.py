@@ -39,6 +39,7 @@ class _Progress:
 
     job: Job
     latest: Update | None = None
+    shown: Update | None = None  # what the reply shows now: an equal update is not re-sent
     last_sent: float = 0.0
     task: asyncio.Task[None] | None = None
     in_flight: asyncio.Future[object] | None = field(default=None)
@@ -68,6 +69,8 @@ class DiscordReporter:
         if job.message_id is None or not job.origin.can_use_token(self._clock()):
             return
         entry = self._progress.setdefault(job.id, _Progress(job))
+        if update == (entry.latest or entry.shown):
+            return  # already shown or about to be
         entry.job, entry.latest = job, update
         if entry.task is None or entry.task.done():
             entry.task = asyncio.create_task(self._show_progress(entry))
@@ -81,6 +84,8 @@ class DiscordReporter:
             update, entry.latest = entry.latest, None
             if update is None:
                 return
+            if update == entry.shown:
+                continue
             entry.in_flight = asyncio.ensure_future(
                 self._edit_reply(entry.job, embed=embeds.progress_embed(entry.job, update))
             )
@@ -88,6 +93,8 @@ class DiscordReporter:
                 await asyncio.shield(entry.in_flight)
             except (discord.HTTPException, _TokenGone) as error:
                 log.info("progress edit for job %s failed: %r", entry.job.id, error)
+            else:
+                entry.shown = update
             entry.last_sent = loop.time()
 
     async def drain(self, timeout: float = 10.0) -> None:

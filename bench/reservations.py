@@ -56,6 +56,9 @@ async def admit_all(url: str, users: int, per_user: int, first_user: int) -> lis
     async def user(user_id: int) -> None:
         for _ in range(per_user):
             started = time.perf_counter()
+            # Asked now, served in turn: waiting behind the other users is part of the check's
+            # time (an admission on SQLite runs without yielding once it starts).
+            await asyncio.sleep(0)
             ticket = Ticket(Origin(GUILD, 2, user_id), Txt2ImgRequest(prompt="bench"))
             outcome = await admission.admit(ticket)
             latencies.append((time.perf_counter() - started) * 1000)

@@ -1,6 +1,7 @@
 """A faithful local emulator of the Omniinfer v2 API (aiohttp), for tests and the bot's sandbox.
 
     python -m omni.emulator --host 127.0.0.1 --port 0 [--key K] [--credit N] [--duration S]
+                            [--shared-pictures]
 
 It answers like the real API for everything the client uses: the JSON envelope (HTTP 200 even
 for application errors) and its codes — 4 bad key, 1 bad JSON, 2 unknown model, 6 out of

@@ -2,8 +2,8 @@
 
 Inline rather than through a worker thread (aiosqlite), because the bot's statements are
 indexed lookups on a local file that take microseconds, while every hop to a thread and back
-costs tens of microseconds idle and far more when the loop is busy: under a burst of 200
-`/imagine`, admissions through aiosqlite ran at ~2.5 ms each (see docs/benchmarks.md).
+costs tens of microseconds idle and far more when the loop is busy: the reservations
+benchmark admits 703 jobs/s through aiosqlite and 2 640/s inline (docs/benchmarks.md).
 
 Nothing here waits on the loop for long. The one wait that could be long, another process
 holding the write lock, is taken off the loop: SQLite's busy timeout is 0, and a statement

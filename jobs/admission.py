@@ -127,6 +127,7 @@ class Admission:
                 parent_job_id=ticket.parent_job_id,
                 message_id=ticket.message_id,
                 upscale_index=ticket.upscale_index,
+                grant_used=verdict.grant_used,
                 created_at=now,
             )
             await self._jobs.insert(conn, job)

@@ -34,6 +34,7 @@ class FailureKind(StrEnum):
     TASK_LOST = "task_lost"  # Omniinfer no longer knows the task
     DOWNLOAD_FAILED = "download_failed"
     DELIVERY_FAILED = "delivery_failed"
+    SOURCE_MISSING = "source_missing"  # an upscale's image is no longer in Discord
     EXPIRED = "expired"  # queued across a restart until the member could not be answered
     SHUTDOWN = "shutdown"
     INTERNAL = "internal"

@@ -112,6 +112,7 @@ class Job:
     finished_at: float | None = None
     deleted_at: float | None = None
     upscale_index: int | None = None
+    grant_used: int = 0  # images of the member's one-off grant this job took
 
     @property
     def images_posted(self) -> bool:

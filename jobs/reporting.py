@@ -30,9 +30,14 @@ class DeliveryFailed(Exception):
     """The images could not be posted anywhere the member would see them."""
 
 
+class SourceImageMissing(Exception):
+    """An upscale's source image is gone (its message deleted, or never posted)."""
+
+
 class SourceImages(Protocol):
     async def fetch(self, job: Job) -> bytes:
-        """The image an upscale job starts from (image `upscale_index` of its parent)."""
+        """The image an upscale job starts from (image `upscale_index` of its parent);
+        raises SourceImageMissing when it cannot be found."""
 
 
 class Reporter(Protocol):

@@ -16,7 +16,14 @@ from clock import Clock
 from jobs.failures import Failure, FailureKind, classify
 from jobs.fair_queue import FairQueue
 from jobs.model import UPSCALE_FACTOR, Charge, Job, JobKind, JobResult, JobState
-from jobs.reporting import DeliveryFailed, Reporter, SourceImages, Stage, Update
+from jobs.reporting import (
+    DeliveryFailed,
+    Reporter,
+    SourceImageMissing,
+    SourceImages,
+    Stage,
+    Update,
+)
 from jobs.store import JobStore
 from omni import (
     InsufficientCredit,
@@ -28,6 +35,7 @@ from omni import (
     UpscaleRequest,
 )
 from quota import ledger
+from quota.store import add_grant
 from storage import Database
 
 log = logging.getLogger(__name__)
@@ -164,12 +172,17 @@ class JobRunner:
             await self._fail(job, Failure(FailureKind.INTERNAL, type(error).__name__))
 
     async def _submit(self, job: Job) -> Job:
+        try:  # read before SUBMITTING: a crash here must not count as an uncertain submit
+            source = await self._sources.fetch(job) if job.kind is JobKind.UPSCALE else None
+        except SourceImageMissing as error:
+            await self._fail(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
+            return job.with_(state=JobState.FAILED)
         moved = await self._store.advance(job, JobState.SUBMITTING)
         if moved is None:
             return job  # another process took it
         job = moved
         try:
-            submission = await self._send(job)
+            submission = await self._send(job, source)
         except InsufficientCredit as error:
             await self._pause(str(error))
             await self._fail(job, classify(error))
@@ -180,10 +193,9 @@ class JobRunner:
         submitted = await self._store.advance(job, JobState.SUBMITTED, task_id=submission.task_id)
         return submitted or job
 
-    async def _send(self, job: Job) -> Submission:
-        if job.kind is JobKind.UPSCALE:
-            image = await self._sources.fetch(job)
-            return await self._client.upscale(UpscaleRequest(image=image, factor=UPSCALE_FACTOR))
+    async def _send(self, job: Job, source: bytes | None) -> Submission:
+        if source is not None:
+            return await self._client.upscale(UpscaleRequest(image=source, factor=UPSCALE_FACTOR))
         return await self._client.txt2img(job.request)
 
     async def _follow(self, job: Job) -> None:
@@ -246,6 +258,9 @@ class JobRunner:
             )
             if moved is not None:
                 await ledger.settle(conn, job.cost, spent=spent, now=now)
+                if job.grant_used and not spent:
+                    origin = job.origin
+                    await add_grant(conn, origin.guild_id or 0, origin.user_id, job.grant_used)
         return moved
 
     async def _pause(self, reason: str) -> None:

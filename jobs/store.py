@@ -33,9 +33,9 @@ class JobStore:
             """INSERT INTO jobs (id, kind, state, charge, cost, guild_id, channel_id, user_id,
                    request, age_restricted, sandbox, parent_job_id, application_id,
                    interaction_token, token_expires_at, upload_limit, message_id,
-                   upscale_index, created_at, updated_at)
+                   upscale_index, grant_used, created_at, updated_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                       $16, $17, $18, $19, $19)""",
+                       $16, $17, $18, $19, $20, $20)""",
             job.id,
             job.kind.value,
             job.state.value,
@@ -54,6 +54,7 @@ class JobStore:
             o.upload_limit,
             job.message_id,
             job.upscale_index,
+            job.grant_used,
             job.created_at,
         )
 
@@ -158,4 +159,5 @@ def _job(row: Any) -> Job:
         finished_at=row["finished_at"],
         deleted_at=row["deleted_at"],
         upscale_index=row["upscale_index"],
+        grant_used=row["grant_used"],
     )

@@ -131,12 +131,12 @@ class Harness:
         return await self.fake.slash(self.world.guild, self.world.general, member, name, options)
 
     async def click(
-        self, member: Member, record: InteractionRecord, label: str
+        self, member: Member, record: InteractionRecord, label: str, nth: int = 0
     ) -> InteractionRecord:
-        """Click the (first) button of kind `label` (reroll, share, upscale...) on the reply."""
+        """Click the `nth` button of kind `label` (reroll, share, upscale...) on the reply."""
         message = record.original
         assert message is not None
-        custom_id = next(c for c in message.custom_ids() if c.split(":")[1] == label)
+        custom_id = [c for c in message.custom_ids() if c.split(":")[1] == label][nth]
         channel = self.fake.channels[message.channel_id]
         return await self.fake.click(self.world.guild, channel, member, message, custom_id)
 

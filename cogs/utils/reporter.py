@@ -18,7 +18,7 @@ import discord
 
 from clock import Clock
 from cogs.utils import embeds, wording
-from cogs.utils.uploads import Upload, batches, fit
+from cogs.utils.uploads import Upload, batches, file_stem, fit
 from jobs.failures import Failure
 from jobs.model import Job
 from jobs.reporting import DeliveryFailed, Update
@@ -119,7 +119,7 @@ class DiscordReporter:
     async def deliver(self, job: Job, images: list[bytes]) -> int | None:
         await self._quiesce(job.id)
         limit = job.origin.upload_limit
-        groups = batches(fit(images, limit, stem=f"sdxl_{job.id[:8]}"), limit)
+        groups = batches(fit(images, limit, stem=file_stem(job.id)), limit)
         first = groups[0]
         mention = f"<@{job.origin.user_id}>"
         result = embeds.result_embeds(job, [u.filename for u in first], mention)

@@ -1,19 +1,21 @@
 """Where an upscale finds its source image: the attachment on the finished job's message.
 
 Omniinfer's result links expire, but the images live on in Discord, so the message is the
-durable copy (also after a restart).
+durable copy (also after a restart). When the images did not fit in one message, the rest
+follow it in the channel, so those few messages are searched too.
 """
 
 from __future__ import annotations
 
 import discord
 
+from cogs.utils.uploads import file_stem
 from jobs.model import Job
+from jobs.reporting import SourceImageMissing
 from jobs.store import JobStore
 
-
-class SourceImageMissing(Exception):
-    pass
+# Messages after the job's reply that may hold the rest of its images (at most one per image).
+SPLIT_SEARCH = 10
 
 
 class DiscordSourceImages:
@@ -28,11 +30,21 @@ class DiscordSourceImages:
         channel = self._bot.get_channel(parent.origin.channel_id) or await self._bot.fetch_channel(
             parent.origin.channel_id
         )
-        message = await channel.fetch_message(parent.message_id)  # type: ignore[union-attr]
-        images = sorted(
-            (a for a in message.attachments if (a.content_type or "").startswith("image/")),
-            key=lambda a: a.filename,
-        )
-        if job.upscale_index >= len(images):
+        assert isinstance(channel, discord.abc.Messageable)
+        wanted = f"{file_stem(parent.id)}_{job.upscale_index}."
+        try:
+            message = await channel.fetch_message(parent.message_id)
+        except (discord.NotFound, discord.Forbidden) as error:
+            raise SourceImageMissing(f"job {parent.id}'s message is gone") from error
+        found = _attachment(message, wanted)
+        if found is None:
+            async for later in channel.history(after=message, limit=SPLIT_SEARCH):
+                if later.author == self._bot.user and (found := _attachment(later, wanted)):
+                    break
+        if found is None:
             raise SourceImageMissing(f"job {parent.id} has no image {job.upscale_index + 1}")
-        return await images[job.upscale_index].read()
+        return await found.read()
+
+
+def _attachment(message: discord.Message, name_prefix: str) -> discord.Attachment | None:
+    return next((a for a in message.attachments if a.filename.startswith(name_prefix)), None)

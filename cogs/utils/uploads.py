@@ -22,6 +22,11 @@ class Upload:
     data: bytes
 
 
+def file_stem(job_id: str) -> str:
+    """Image N of a job is uploaded as `{stem}_{N}.png` (or `.webp` when re-encoded)."""
+    return f"sdxl_{job_id[:8]}"
+
+
 def fit(images: list[bytes], size_limit: int, stem: str) -> list[Upload]:
     """Each image as an upload no bigger than `size_limit` bytes."""
     uploads = []

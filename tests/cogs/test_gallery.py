@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image
+from PIL import Image, ImageStat
+
+from quota import ledger
+from tests.harness import image_bytes
 
 
 async def finished_job(harness, member=None, channel=None, **options):
@@ -157,6 +160,41 @@ async def test_upscale_makes_the_chosen_image_twice_as_big_through_the_same_limi
     too_soon = await harness.click(harness.world.alice, record, "upscale")
     await harness.finished(too_soon)
     assert "between jobs" in too_soon.said()  # the cooldown applies to upscales too
+
+
+async def test_upscale_finds_an_image_that_did_not_fit_in_the_first_message(harness):
+    harness.world.guild.upload_limit = 150_000  # one ~90 kB image per message
+    record = await finished_job(harness, images=3)
+    await harness.fake.wait_for(lambda: len(record.followups) == 2)
+    sources = [image_bytes(record)[0]] + [m.attachments[0].data for m in record.followups]
+    harness.clock.advance(11)
+    upscale = await harness.click(harness.world.alice, record, "upscale", nth=2)
+    await harness.finished(upscale, timeout=20)
+    [(_, data)] = upscale.latest.attachments
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (2048, 2048)
+        colour = ImageStat.Stat(image.convert("RGB").resize((1024, 1024))).mean
+
+    def distance(source: bytes) -> float:
+        with Image.open(io.BytesIO(source)) as original:
+            mean = ImageStat.Stat(original.convert("RGB")).mean
+        return sum(abs(a - b) for a, b in zip(mean, colour, strict=True))
+
+    assert min(range(3), key=lambda i: distance(sources[i])) == 2
+
+
+async def test_upscaling_an_image_whose_message_was_just_deleted_says_so_and_charges_nothing(
+    harness,
+):
+    record = await finished_job(harness, images=2)
+    harness.clock.advance(11)
+    record.original.deleted = True  # removed in Discord while the member's client still shows it
+    upscale = await harness.click(harness.world.alice, record, "upscale")
+    await harness.finished(upscale)
+    assert "no longer in Discord" in upscale.latest.text
+    assert harness.emulator.stats.requests["upscale"] == 0
+    balance = await ledger.balance(harness.bot.services.db)
+    assert (balance.spent, balance.reserved) == (2, 0)
 
 
 async def test_sharing_buttons_work_after_a_restart(harness):

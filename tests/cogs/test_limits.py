@@ -132,6 +132,19 @@ async def test_a_grant_lets_a_member_past_their_allowance_once(harness):
     assert "images per day" in second.followups[0].content
 
 
+async def test_a_job_that_fails_uncharged_gives_back_the_grant_it_used(harness):
+    await moderate(harness, "limits set", scope="guild", field="images_per_day", value=1)
+    await moderate(harness, "limits grant", user=harness.world.alice, images=2)
+    harness.emulator.faults.fail_next_task("the GPU caught fire")
+    failed = await harness.imagine(images=3)
+    await harness.finished(failed)
+    assert "The generation failed" in failed.latest.text
+    harness.clock.advance(11)
+    retried = await harness.imagine(images=3)
+    await harness.finished(retried)
+    assert "Images ready" in retried.latest.text
+
+
 async def test_a_banned_member_is_refused_until_unbanned(harness):
     await moderate(harness, "limits ban", user=harness.world.alice)
     refused = await harness.imagine()

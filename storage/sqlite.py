@@ -8,6 +8,8 @@ benchmark admits 703 jobs/s through aiosqlite and 2 640/s inline (docs/benchmark
 Nothing here waits on the loop for long. The one wait that could be long, another process
 holding the write lock, is taken off the loop: SQLite's busy timeout is 0, and a statement
 that finds the database locked is retried after an asyncio sleep, for up to BUSY_TIMEOUT_MS.
+The longest pause left is SQLite's automatic checkpoint (after every 1000 pages of WAL), which
+copies pages back to the database file during the commit that triggers it.
 
 One connection, so statements from different coroutines must not interleave inside a
 transaction: an asyncio lock makes a transaction exclusive for this Database, and plain

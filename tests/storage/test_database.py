@@ -262,6 +262,23 @@ async def test_sqlite_locked_by_another_process_too_long_is_a_storage_error(tmp_
     await db.close()
 
 
+async def test_sqlite_waits_for_another_process_write_lock_while_the_loop_runs_on(tmp_path):
+    path = tmp_path / "bot.db"
+    db = await open_database(
+        f"sqlite:///{path}", migrations_dir=write_migrations(tmp_path / "m", ACCOUNT)
+    )
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    waiting = asyncio.create_task(reserve_conditionally(db))
+    for _ in range(10):  # other coroutines keep running while the reservation waits
+        await asyncio.sleep(0.01)
+    assert not waiting.done()
+    other.execute("ROLLBACK")
+    other.close()
+    assert await waiting
+    await db.close()
+
+
 async def test_a_sqlite_url_creates_its_folder_and_file_on_first_open(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     db = await open_database(

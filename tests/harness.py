@@ -4,7 +4,6 @@ client against the Omniinfer emulator, a real database."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -92,21 +91,14 @@ class Harness:
 
     async def start_bot(self) -> ImagineBot:
         """Log in, sync commands and resume jobs, as `python bot.py` does."""
-        self.fake._identified.clear()
         bot = ImagineBot(self.settings(), clock=self.clock, guild_ready_timeout=0.05)
-        await bot.login(self.fake.bot_token)
-        self._task = asyncio.create_task(bot.connect(reconnect=False))
-        await self.fake.wait_until_ready()
-        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        self._task = await self.fake.connect(bot)
         self.bot = bot
         return bot
 
     async def stop_bot(self) -> None:
-        if self.bot is not None:
-            await self.bot.close()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        if self.bot is not None and self._task is not None:
+            await self.fake.disconnect(self.bot, self._task)
         self.bot, self._task = None, None
 
     async def restart_bot(self) -> ImagineBot:

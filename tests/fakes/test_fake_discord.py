@@ -150,20 +150,13 @@ class World:
 
     async def start_bot(self) -> TinyBot:
         bot = TinyBot(self.guild.id)
-        await bot.login(self.fake.bot_token)
-        self._task = asyncio.create_task(bot.connect(reconnect=False))
-        await self.fake.wait_until_ready()
-        await asyncio.wait_for(bot.wait_until_ready(), 5)
+        self._task = await self.fake.connect(bot, timeout=5)
         self.bot = bot
         return bot
 
     async def stop_bot(self) -> None:
-        if self.bot is not None:
-            await self.bot.close()
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-        await self.fake.wait_until_disconnected()
+        if self.bot is not None and self._task is not None:
+            await self.fake.disconnect(self.bot, self._task)
 
     async def slash(self, name: str, **options: Any) -> Any:
         return await self.fake.slash(self.guild, self.channel, self.alice, name, options)

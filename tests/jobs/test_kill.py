@@ -25,7 +25,6 @@ KEY = "kill-test-key"
 
 
 async def start_bot(fake: FakeDiscord, emulator: Emulator, db_path: str, guild_id: int):
-    fake._identified.clear()
     process = await spawn(
         fake.base_url,
         {
@@ -110,6 +109,7 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
             killed_during.update(await phases(db_path))
             process.send_signal(signal.SIGKILL)
             await process.wait()
+            await fake.wait_until_disconnected()
             fake.upload_delay = 0.0
             process = await start_bot(fake, emulator, db_path, world.guild.id)
         # Let the last process finish everything it knows about.

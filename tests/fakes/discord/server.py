@@ -236,10 +236,21 @@ class FakeDiscord:
         app = app or self.app
         await self.changed.wait_for(lambda: not self.gateway.live(app), timeout, "a disconnect")
 
-    @property
-    def _identified(self) -> asyncio.Event:
-        """The default bot's ready flag (tests/harness.py clears it before a restart)."""
-        return self.gateway.ready(self.app)
+    async def connect(self, client: discord.Client, timeout: float = 10.0) -> asyncio.Task[None]:
+        """Log `client` in as the default bot and wait until both sides are ready; returns
+        the task running its connection (hand it to `disconnect`)."""
+        await client.login(self.bot_token)
+        connection = asyncio.create_task(client.connect(reconnect=False))
+        await self.wait_until_ready(timeout)
+        await asyncio.wait_for(client.wait_until_ready(), timeout)
+        return connection
+
+    async def disconnect(self, client: discord.Client, connection: asyncio.Task[None]) -> None:
+        """Close `client` and wait until the fake has seen its session go."""
+        await client.close()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await connection
+        await self.wait_until_disconnected()
 
     # -- faults ----------------------------------------------------------------------------
 

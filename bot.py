@@ -25,6 +25,7 @@ from cogs.utils.buttons import result_view
 from cogs.utils.reporter import DiscordReporter
 from cogs.utils.sources import DiscordSourceImages
 from jobs.admission import Admission
+from jobs.intake import Intake
 from jobs.runner import JobRunner
 from jobs.store import JobStore
 from omni import OmniClient
@@ -78,6 +79,7 @@ class ImagineBot(commands.Bot):
             timeout=aiohttp.ClientTimeout(total=settings.omni_timeout, sock_connect=10),
         )
         store = JobStore(db, self.clock)
+        intake = Intake(db, self.clock)
         moderation = Moderation(db, self.clock)
         reporter = DiscordReporter(
             self,
@@ -92,6 +94,7 @@ class ImagineBot(commands.Bot):
             reporter,
             self.clock,
             sources=DiscordSourceImages(self, store),
+            intake=intake,
             max_in_flight=settings.max_jobs_in_flight,
         )
         admission = Admission(
@@ -108,6 +111,7 @@ class ImagineBot(commands.Bot):
             client=client,
             jobs=store,
             admission=admission,
+            intake=intake,
             runner=runner,
             moderation=moderation,
             gallery=Gallery(db, self.clock, moderation),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from clock import Clock
 from jobs.admission import Admission
+from jobs.intake import Intake
 from jobs.runner import JobRunner
 from jobs.store import JobStore
 from omni import OmniClient
@@ -24,6 +25,7 @@ class Services:
     client: OmniClient
     jobs: JobStore
     admission: Admission
+    intake: Intake
     runner: JobRunner
     moderation: Moderation
     gallery: Gallery

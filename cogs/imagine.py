@@ -17,6 +17,7 @@ from discord.ext import commands
 from cogs.utils import embeds
 from cogs.utils.buttons import IMAGINE_BUTTONS
 from jobs.admission import Refused, Ticket
+from jobs.intake import PendingRequest
 from jobs.model import TOKEN_LIFETIME, Job, JobKind, Origin
 from jobs.requests import IMAGES_PER_JOB, ImagineOptions, build_request, reroll
 from omni import InvalidRequest, Txt2ImgRequest, rules
@@ -144,13 +145,36 @@ class Imagine(commands.Cog):
         kind: JobKind = JobKind.TXT2IMG,
         upscale_index: int | None = None,
     ) -> None:
-        """Acknowledge at once, then admit (limits, credit) and queue the job."""
+        """Acknowledge at once, then admit (limits, credit) and queue the job. The request is
+        noted first, so a bot killed before admission answers it at its next start."""
         services = self.services
         if not services.runner.accepting:
             await interaction.response.send_message(
                 "🔁 The bot is restarting; try again in a minute.", ephemeral=True
             )
             return
+        await services.intake.note(
+            PendingRequest(
+                interaction_id=interaction.id,
+                application_id=interaction.application_id,
+                token=interaction.token,
+                token_expires_at=services.clock() + TOKEN_LIFETIME,
+            )
+        )
+        try:
+            await self._defer_and_admit(interaction, request, parent, kind, upscale_index)
+        finally:
+            await services.intake.forget(interaction.id)
+
+    async def _defer_and_admit(
+        self,
+        interaction: discord.Interaction,
+        request: Txt2ImgRequest,
+        parent: Job | None,
+        kind: JobKind,
+        upscale_index: int | None,
+    ) -> None:
+        services = self.services
         callback = await interaction.response.defer(thinking=True)
         message_id = callback.message_id if callback else None
         if message_id is None:

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from jobs.failures import Failure
+from jobs.intake import PendingRequest
 from jobs.model import Job
 
 
@@ -55,3 +56,7 @@ class Reporter(Protocol):
 
     async def account_paused(self, reason: str) -> None:
         """Tell moderators that generation is paused for everyone."""
+
+    async def lost(self, request: PendingRequest) -> None:
+        """Tell a member that their acknowledged request died with the previous process.
+        Best effort: must not raise."""

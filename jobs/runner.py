@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from clock import Clock
 from jobs.failures import Failure, FailureKind, classify
 from jobs.fair_queue import FairQueue
+from jobs.intake import ABANDONED_AFTER, Intake
 from jobs.model import UPSCALE_FACTOR, Charge, Job, JobKind, JobResult, JobState
 from jobs.reporting import (
     DeliveryFailed,
@@ -53,6 +54,7 @@ class JobRunner:
         clock: Clock,
         *,
         sources: SourceImages,
+        intake: Intake,
         max_in_flight: int,
         max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
@@ -61,6 +63,7 @@ class JobRunner:
         self._client = client
         self._reporter = reporter
         self._sources = sources
+        self._intake = intake
         self._clock = clock
         self._max_in_flight = max_in_flight
         self._max_wait = max_wait
@@ -70,6 +73,7 @@ class JobRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._submitting: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._accepting = False
 
     @property
@@ -82,9 +86,11 @@ class JobRunner:
 
     async def start(self) -> None:
         """Resume what the last process left, then start taking jobs."""
+        started_at = self._clock()
         await self._resume()
         self._accepting = True
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+        self._sweeper = asyncio.create_task(self._tell_lost(started_at), name="lost-requests")
 
     def enqueue(self, job: Job) -> None:
         self._queue.push(job)
@@ -95,10 +101,11 @@ class JobRunner:
         """Stop taking jobs; queued jobs wait in the database for the next start, and jobs
         at Omniinfer are left to be resumed (their task ids are stored)."""
         self._accepting = False
-        if self._dispatcher:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        for task in (self._dispatcher, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for job in self._queue.drain():
             self._reporter.update(job, Update(Stage.RESTARTING))
         await self._reporter.drain()
@@ -287,6 +294,19 @@ class JobRunner:
                     # ask it about a task without its id: count it as spent, never resubmit.
                     await self._fail(job, Failure(FailureKind.UNCERTAIN, "interrupted submit"))
         self._report_positions()
+
+    async def _tell_lost(self, started_at: float) -> None:
+        """Once any live process has had time to admit its own requests, tell the members
+        whose requests an earlier process acknowledged and never admitted."""
+        await asyncio.sleep(ABANDONED_AFTER)
+        try:
+            lost = await self._intake.abandoned(noted_before=started_at)
+        except Exception:
+            log.exception("could not look for requests lost by the previous process")
+            return
+        for request in lost:
+            if request.token_expires_at > self._clock():
+                await self._reporter.lost(request)
 
     async def _resume_follow(self, job: Job) -> None:
         async with self._ending_badly(job):

@@ -105,6 +105,13 @@ def failure_embed(job: Job, failure: Failure) -> discord.Embed:
     return embed
 
 
+def lost_request_embed() -> discord.Embed:
+    """For a request that died with the previous process: there is no job to describe."""
+    embed = discord.Embed(title=f"🔁 {wording.LOST_TITLE}", colour=COLOUR_FAILED)
+    embed.add_field(name="What now", value=wording.LOST_BODY, inline=False)
+    return embed
+
+
 def details_embed(job: Job) -> discord.Embed:
     """Every parameter, for the member who wants to recreate an image elsewhere."""
     request = job.request

@@ -20,6 +20,7 @@ from clock import Clock
 from cogs.utils import embeds, wording
 from cogs.utils.uploads import Upload, batches, file_stem, fit
 from jobs.failures import Failure
+from jobs.intake import PendingRequest
 from jobs.model import Job
 from jobs.reporting import DeliveryFailed, Update
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # Interaction webhooks allow about five edits per two seconds; one a second per job leaves
 # room for the final edit and never meets a 429.
 MIN_EDIT_INTERVAL = 1.0
+ORIGINAL_REPLY = "@original"
 
 ViewFactory = Callable[[Job], discord.ui.View]
 ChannelLookup = Callable[[], Awaitable[list[int]]]
@@ -176,6 +178,15 @@ class DiscordReporter:
                 await channel.send(wording.PAUSED_NOTICE)  # type: ignore[union-attr]
             except discord.HTTPException as error:
                 log.warning("could not warn moderators in %s: %s", channel_id, error)
+
+    async def lost(self, request: PendingRequest) -> None:
+        webhook = discord.Webhook.partial(request.application_id, request.token, client=self._bot)
+        try:
+            # The reply is still "thinking…": its id was never stored, so it is addressed by
+            # Discord's alias for an interaction's first reply.
+            await webhook.edit_message(ORIGINAL_REPLY, embed=embeds.lost_request_embed())  # type: ignore[arg-type]
+        except discord.HTTPException as error:
+            log.info("could not tell the member about lost request: %s", error)
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -59,4 +59,6 @@ PAUSED_NOTICE = (
     "everyone. Top up the account, then run `/credit set` with the new balance to resume."
 )
 SANDBOX_NOTE = "sandbox: images come from the local emulator; no credit is spent"
+LOST_TITLE = "The bot restarted before it could take your request"
+LOST_BODY = "Nothing was saved or charged. Please run the command again."
 RESTARTING_NOTE = "The bot is restarting. Your job is saved and starts when it is back."

@@ -170,3 +170,39 @@ def _ended(record) -> bool:
     if latest is None or latest.loading:
         return False
     return bool(latest.attachments) or "❌" in latest.text or "⛔" in latest.text
+
+
+async def test_a_request_acknowledged_just_before_a_kill_is_answered_after_the_restart(tmp_path):
+    emulator = Emulator(api_key=KEY, duration=0.5)
+    await emulator.start()
+    fake = FakeDiscord()
+    await fake.start()
+    world = build_world(fake)
+    db_path = str(tmp_path / "bot.db")
+    try:
+        process = await start_bot(fake, emulator, db_path, world.guild.id)
+        fake.answer_delay = 5  # Discord shows "thinking…"; the bot never hears back in time
+        record = await fake.slash(
+            world.guild, world.general, world.alice, "imagine", {"prompt": "lost"}
+        )
+        await fake.wait_for(lambda: record.acknowledged)
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        await fake.wait_until_disconnected()
+        fake.answer_delay = 0.0
+        process = await start_bot(fake, emulator, db_path, world.guild.id)
+        await fake.wait_for(lambda: not record.latest.loading, timeout=30)
+        assert "restarted before it could take your request" in record.latest.text
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await fake.stop()
+        await emulator.stop()
+    db = await open_database(f"sqlite:///{db_path}")
+    assert await db.fetchval("SELECT COUNT(*) FROM jobs") == 0
+    assert await db.fetchval("SELECT COUNT(*) FROM pending_interactions") == 0
+    assert await db.fetchval("SELECT reserved FROM account") == 0
+    await db.close()
+    assert emulator.stats.tasks_created == 0

@@ -67,6 +67,7 @@ class FakeDiscord:
         self.rate_limits = rate_limits or RateLimiter()
         self.message_limits = message_limits
         self.upload_delay = 0.0  # extra seconds for any request with files: a slow upload
+        self.answer_delay = 0.0  # seconds an accepted interaction callback's answer is held
         self.world = World()
         self._apps: dict[str, Application] = {}
         self._commands: dict[int, AppCommands] = {}

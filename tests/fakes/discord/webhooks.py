@@ -4,6 +4,7 @@ interaction webhook's messages (@original edits, followups, deletes), with Disco
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -71,6 +72,9 @@ class Webhooks:
             raise Refused(400, 50035, "Invalid Form Body", form_errors([problem]))
         message = self._respond(record, kind, body, data)
         record.response_type = kind
+        if fake.answer_delay:  # accepted and shown; the answer is slow to get back to the bot
+            fake.changed.notify()
+            await asyncio.sleep(fake.answer_delay)
         if request.query.get("with_response", "").lower() not in ("1", "true"):
             return no_content()
         interaction: dict[str, Any] = {"id": str(record.id), "type": record.type}

@@ -1,0 +1,10 @@
+-- Requests acknowledged in Discord but not yet admitted or refused. A bot killed in between
+-- leaves rows here; the next start tells those members instead of leaving "thinking…".
+
+CREATE TABLE pending_interactions (
+    interaction_id BIGINT PRIMARY KEY,
+    application_id BIGINT NOT NULL,
+    token TEXT NOT NULL,
+    token_expires_at DOUBLE PRECISION NOT NULL,
+    noted_at DOUBLE PRECISION NOT NULL
+);

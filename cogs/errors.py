@@ -36,10 +36,12 @@ def describe(error: app_commands.AppCommandError) -> str:
 async def answer(interaction: discord.Interaction, text: str) -> None:
     try:
         if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-            if interaction.type is discord.InteractionType.application_command:
-                # A deferred public "thinking" reply must not stay behind.
+            thinking = discord.InteractionResponseType.deferred_channel_message
+            if interaction.response.type is thinking:
+                # The first followup would take the place of the public "thinking" reply:
+                # remove that first, so the error goes to the member alone.
                 await interaction.delete_original_response()
+            await interaction.followup.send(text, ephemeral=True)
         else:
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException as error:

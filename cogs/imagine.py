@@ -6,6 +6,7 @@ The cog turns interactions into domain calls and domain answers into messages; t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -145,37 +146,50 @@ class Imagine(commands.Cog):
         kind: JobKind = JobKind.TXT2IMG,
         upscale_index: int | None = None,
     ) -> None:
-        """Acknowledge at once, then admit (limits, credit) and queue the job. The request is
-        noted first, so a bot killed before admission answers it at its next start."""
+        """Acknowledge at once, then admit (limits, credit) and queue the job."""
         services = self.services
         if not services.runner.accepting:
             await interaction.response.send_message(
                 "🔁 The bot is restarting; try again in a minute.", ephemeral=True
             )
             return
-        await services.intake.note(
-            PendingRequest(
-                interaction_id=interaction.id,
-                application_id=interaction.application_id,
-                token=interaction.token,
-                token_expires_at=services.clock() + TOKEN_LIFETIME,
-            )
-        )
         try:
-            await self._defer_and_admit(interaction, request, parent, kind, upscale_index)
+            callback = await self._defer_and_note(interaction)
+            await self._admit(interaction, request, callback, parent, kind, upscale_index)
         finally:
             await services.intake.forget(interaction.id)
 
-    async def _defer_and_admit(
+    async def _defer_and_note(
+        self, interaction: discord.Interaction
+    ) -> discord.InteractionCallbackResponse | None:
+        """Defer, and note the request while the deferral is on its way: Discord times the
+        deferral, and the note lets the next start answer a request the bot died holding."""
+        services = self.services
+        deferral = asyncio.ensure_future(interaction.response.defer(thinking=True))
+        await asyncio.sleep(0)  # the deferral starts first (on a warm connection it is sent)
+        try:
+            await services.intake.note(
+                PendingRequest(
+                    interaction_id=interaction.id,
+                    application_id=interaction.application_id,
+                    token=interaction.token,
+                    token_expires_at=services.clock() + TOKEN_LIFETIME,
+                )
+            )
+        finally:
+            callback = await deferral  # even if the note failed: the error is shown in it
+        return callback
+
+    async def _admit(
         self,
         interaction: discord.Interaction,
         request: Txt2ImgRequest,
+        callback: discord.InteractionCallbackResponse | None,
         parent: Job | None,
         kind: JobKind,
         upscale_index: int | None,
     ) -> None:
         services = self.services
-        callback = await interaction.response.defer(thinking=True)
         message_id = callback.message_id if callback else None
         if message_id is None:
             message_id = (await interaction.original_response()).id

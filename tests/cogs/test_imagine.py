@@ -234,6 +234,15 @@ async def test_a_waiting_members_reply_is_edited_only_when_their_place_changes(h
     assert sum("position" in s.text for s in waiting.history) == 1
 
 
+async def test_a_database_that_cannot_be_used_ends_in_a_clear_error_not_thinking(harness):
+    await harness.bot.services.db.close()
+    record = await harness.imagine()
+    await harness.fake.wait_for(lambda: record.followups and record.original_deleted)
+    [said] = record.followups
+    assert said.ephemeral and "Something went wrong" in said.content
+    assert harness.emulator.stats.tasks_created == 0
+
+
 async def test_sandbox_mode_runs_the_bundled_emulator_and_says_sandbox(harness):
     await harness.stop_bot()
     harness.settings_overrides = {

@@ -158,7 +158,14 @@ class JobRunner:
             if (await ledger.balance(self._db)).paused_reason:
                 await self._fail(job, Failure(FailureKind.OUT_OF_CREDIT, "generation paused"))
                 return
-            submitting = asyncio.ensure_future(self._submit(job))
+            # Read before SUBMITTING (a crash here is not an uncertain submit) and outside the
+            # shield (a shutdown need not wait for a download from Discord).
+            try:
+                source = await self._sources.fetch(job) if job.kind is JobKind.UPSCALE else None
+            except SourceImageMissing as error:
+                await self._fail_as_seen(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
+                return
+            submitting = asyncio.ensure_future(self._submit(job, source))
             self._submitting.add(submitting)
             try:
                 job = await asyncio.shield(submitting)
@@ -178,12 +185,7 @@ class JobRunner:
             log.exception("job %s crashed", job.id)
             await self._fail(job, Failure(FailureKind.INTERNAL, type(error).__name__))
 
-    async def _submit(self, job: Job) -> Job:
-        try:  # read before SUBMITTING: a crash here must not count as an uncertain submit
-            source = await self._sources.fetch(job) if job.kind is JobKind.UPSCALE else None
-        except SourceImageMissing as error:
-            await self._fail(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
-            return job.with_(state=JobState.FAILED)
+    async def _submit(self, job: Job, source: bytes | None) -> Job:
         moved = await self._store.advance(job, JobState.SUBMITTING)
         if moved is None:
             return job  # another process took it
@@ -236,11 +238,16 @@ class JobRunner:
         await self._settle(job, JobState.DONE, spent=True, result=result, message_id=message_id)
 
     async def _fail(self, job: Job, failure: Failure) -> None:
+        """End `job` badly from whatever state it has reached meanwhile."""
         fresh = await self._store.get(job.id)
-        if fresh is None or fresh.state.is_final:
-            return
+        if fresh is not None and not fresh.state.is_final:
+            await self._fail_as_seen(fresh, failure)
+
+    async def _fail_as_seen(self, job: Job, failure: Failure) -> None:
+        """End `job` badly only if it is still in the state this process saw (another
+        process may have taken it on), and tell the member."""
         settled = await self._settle(
-            fresh,
+            job,
             JobState.FAILED,
             spent=failure.spent,
             failure=failure.kind.value,

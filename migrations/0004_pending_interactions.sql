@@ -8,3 +8,6 @@ CREATE TABLE pending_interactions (
     token_expires_at DOUBLE PRECISION NOT NULL,
     noted_at DOUBLE PRECISION NOT NULL
 );
+
+-- The start-up check asks, for each request left behind, whether a job carries its token.
+CREATE INDEX jobs_by_interaction_token ON jobs (interaction_token);

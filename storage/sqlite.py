@@ -20,19 +20,20 @@ keeps other processes (and other Database objects on the same file) out meanwhil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from storage.database import Row, StorageError
 from storage.sql import split_script, translate
 
 BUSY_TIMEOUT_MS = 10_000
 _FIRST_RETRY, _LONGEST_RETRY = 0.001, 0.05  # seconds between tries while the file is locked
+
+T = TypeVar("T")
 
 # Primary result codes that mean the database cannot be used now, rather than a bad query.
 _UNAVAILABLE = {
@@ -64,7 +65,9 @@ class _Session:
         self._wait_when_locked = wait_when_locked
         self.active = True
 
-    async def _run(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    async def _run(self, sql: str, args: tuple[Any, ...], read: Callable[[sqlite3.Cursor], T]) -> T:
+        """Run one statement and `read` its result, both inside the error handling: rows
+        are stepped lazily, so an error can surface while reading them."""
         if not self.active:
             raise RuntimeError("this transaction has ended: its connection cannot be used")
         statement = translate(sql)
@@ -72,7 +75,7 @@ class _Session:
         pause = _FIRST_RETRY
         while True:
             try:
-                return self._conn.execute(statement, args)
+                return read(self._conn.execute(statement, args))
             except sqlite3.Error as error:
                 code = _primary_code(error)
                 locked = code == sqlite3.SQLITE_BUSY
@@ -85,18 +88,17 @@ class _Session:
                 raise
 
     async def execute(self, sql: str, *args: Any) -> int:
-        cursor = await self._run(sql, args)
-        return max(cursor.rowcount, 0)
+        return await self._run(sql, args, lambda cursor: max(cursor.rowcount, 0))
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return [dict(row) for row in (await self._run(sql, args)).fetchall()]
+        return await self._run(sql, args, lambda cursor: [dict(row) for row in cursor])
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        row = (await self._run(sql, args)).fetchone()
+        row = await self._run(sql, args, sqlite3.Cursor.fetchone)
         return dict(row) if row is not None else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = (await self._run(sql, args)).fetchone()
+        row = await self._run(sql, args, sqlite3.Cursor.fetchone)
         return row[0] if row is not None else None
 
     async def executescript(self, script: str) -> None:
@@ -125,12 +127,13 @@ class SqliteDatabase:
             conn = sqlite3.connect(path, timeout=0, isolation_level=None, cached_statements=256)
             conn.row_factory = sqlite3.Row
             database = cls(conn, path)
-            for pragma in (
-                "journal_mode=WAL",  # may need a lock another process holds: waited for
-                "synchronous=NORMAL",  # WAL + NORMAL: durable across crashes of the process
-                "foreign_keys=ON",
-            ):
-                await database._session.execute(f"PRAGMA {pragma}")
+            # Switching to WAL may need a lock another process holds: waited for.
+            mode = await database._session.fetchval("PRAGMA journal_mode=WAL")
+            if mode not in ("wal", "memory"):
+                # Without WAL a reader blocks commits, and commits here never wait on the loop.
+                raise StorageError(f"the file system does not support WAL (journal mode {mode})")
+            await database._session.execute("PRAGMA synchronous=NORMAL")  # durable with WAL
+            await database._session.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error, StorageError) as error:
             if conn is not None:
                 conn.close()
@@ -178,8 +181,12 @@ class SqliteDatabase:
                 await session.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):  # the caller's error is the one
+                    try:
                         self._conn.rollback()
+                    except sqlite3.Error:
+                        # Left open, the transaction would swallow every later statement:
+                        # close instead, so they fail loudly. The caller's error is raised.
+                        self._conn.close()
                 raise
             finally:
                 session.active = False

@@ -14,8 +14,9 @@ from jobs.model import Job
 from jobs.reporting import SourceImageMissing
 from jobs.store import JobStore
 
-# Messages after the job's reply that may hold the rest of its images (at most one per image).
-SPLIT_SEARCH = 10
+# Messages after the job's reply searched for the rest of its images: they follow it within
+# moments, but other members may write in between.
+SPLIT_SEARCH = 50
 
 
 class DiscordSourceImages:
@@ -30,12 +31,13 @@ class DiscordSourceImages:
         channel = self._bot.get_channel(parent.origin.channel_id) or await self._bot.fetch_channel(
             parent.origin.channel_id
         )
-        assert isinstance(channel, discord.abc.Messageable)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise SourceImageMissing(f"channel {parent.origin.channel_id} has no messages")
         wanted = f"{file_stem(parent.id)}_{job.upscale_index}."
         try:
             message = await channel.fetch_message(parent.message_id)
         except (discord.NotFound, discord.Forbidden) as error:
-            raise SourceImageMissing(f"job {parent.id}'s message is gone") from error
+            raise SourceImageMissing(f"job {parent.id}'s message cannot be read") from error
         found = _attachment(message, wanted)
         if found is None:
             async for later in channel.history(after=message, limit=SPLIT_SEARCH):

@@ -34,7 +34,8 @@ _ADVICE: dict[FailureKind, str] = {
     FailureKind.TASK_LOST: "Nothing was charged. Try again.",
     FailureKind.DOWNLOAD_FAILED: "Omniinfer made them, but the links failed. Try again.",
     FailureKind.DELIVERY_FAILED: "Discord refused the upload. Try again.",
-    FailureKind.SOURCE_MISSING: "Its message was deleted. Nothing was charged.",
+    FailureKind.SOURCE_MISSING: "The bot could not find it (was its message deleted?). "
+    "Nothing was charged.",
     FailureKind.EXPIRED: "The bot restarted while it was queued. Nothing was charged; try again.",
     FailureKind.SHUTDOWN: "Nothing was charged; try again in a minute.",
     FailureKind.INTERNAL: "Nothing was charged. The error was logged for the admins.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from omni.emulator import Fault
 from quota import ledger
 from tests.harness import Harness, build_world
 
@@ -143,6 +144,19 @@ async def test_a_job_that_fails_uncharged_gives_back_the_grant_it_used(harness):
     retried = await harness.imagine(images=3)
     await harness.finished(retried)
     assert "Images ready" in retried.latest.text
+
+
+async def test_a_job_counted_as_spent_keeps_the_grant_it_used(harness):
+    await moderate(harness, "limits set", scope="guild", field="images_per_day", value=1)
+    await moderate(harness, "limits grant", user=harness.world.alice, images=2)
+    harness.emulator.faults.add(Fault("txt2img", "drop", after_accept=True))
+    uncertain = await harness.imagine(images=3)  # Omniinfer may have made and billed these
+    await harness.finished(uncertain)
+    assert "did not confirm" in uncertain.latest.text
+    grant = await harness.bot.services.db.fetchval(
+        "SELECT images FROM grants WHERE user_id = $1", harness.world.alice.id
+    )
+    assert grant == 0
 
 
 async def test_a_banned_member_is_refused_until_unbanned(harness):

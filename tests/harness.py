@@ -119,6 +119,22 @@ class Harness:
             options,
         )
 
+    async def one_running_one_waiting(
+        self, task_seconds: float, **settings: Any
+    ) -> tuple[InteractionRecord, InteractionRecord]:
+        """Restart with one job at a time (and `settings`); alice's job runs at Omniinfer
+        while bob's waits first in line."""
+        self.settings_overrides = {"max_jobs_in_flight": 1, **settings}
+        await self.restart_bot()
+        self.emulator.duration = task_seconds
+        running = await self.imagine()
+        await self.fake.wait_for(lambda: self.emulator.stats.tasks_created == 1)
+        waiting = await self.imagine(member=self.world.bob)
+        await self.fake.wait_for(
+            lambda: waiting.latest is not None and "position 1" in waiting.latest.text
+        )
+        return running, waiting
+
     async def command(self, member: Member, name: str, **options: Any) -> InteractionRecord:
         return await self.fake.slash(self.world.guild, self.world.general, member, name, options)
 

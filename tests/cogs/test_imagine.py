@@ -217,15 +217,7 @@ async def test_ten_members_at_once_all_get_their_images_without_a_single_429(har
 
 
 async def test_a_waiting_members_reply_is_edited_only_when_their_place_changes(harness):
-    harness.settings_overrides = {"max_jobs_in_flight": 1}
-    await harness.restart_bot()
-    harness.emulator.duration = 1.5
-    running = await harness.imagine()
-    await harness.fake.wait_for(lambda: harness.emulator.stats.tasks_created == 1)
-    waiting = await harness.imagine(member=harness.world.bob)
-    await harness.fake.wait_for(
-        lambda: waiting.latest is not None and "position 1" in waiting.latest.text
-    )
+    running, waiting = await harness.one_running_one_waiting(task_seconds=1.5)
     for name in ("carol", "dave", "erin"):  # each arrival re-ranks the line; bob stays first
         await harness.imagine(member=harness.world.guild.add_member(name))
     await harness.finished(running)

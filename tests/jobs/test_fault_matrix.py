@@ -160,15 +160,7 @@ async def test_a_queued_job_whose_reply_expired_is_refunded_and_explained(harnes
 
 
 async def test_past_the_maximum_queue_length_imagine_answers_busy_and_reserves_nothing(harness):
-    harness.settings_overrides = {"max_jobs_in_flight": 1, "max_queue_length": 1}
-    await harness.restart_bot()
-    harness.emulator.duration = 2
-    running = await harness.imagine()
-    await harness.fake.wait_for(lambda: harness.emulator.stats.tasks_created == 1)
-    waiting = await harness.imagine(member=harness.world.bob)
-    await harness.fake.wait_for(
-        lambda: waiting.latest is not None and "position 1" in waiting.latest.text
-    )
+    running, waiting = await harness.one_running_one_waiting(task_seconds=2, max_queue_length=1)
     busy = await harness.imagine(member=harness.world.mod)
     await harness.finished(busy)
     assert busy.followups[0].ephemeral

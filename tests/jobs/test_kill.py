@@ -8,38 +8,79 @@ Randomness is seeded (KILL_TEST_SEED, default below), so a failure can be replay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from omni.emulator import Emulator, Fault
 from storage import open_database
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.run_bot import spawn
-from tests.harness import build_world
+from tests.harness import World, build_world
 
 SEED = int(os.environ.get("KILL_TEST_SEED", "20261125"))
 ROUNDS = 22
 KEY = "kill-test-key"
 
 
-async def start_bot(fake: FakeDiscord, emulator: Emulator, db_path: str, guild_id: int):
-    process = await spawn(
-        fake.base_url,
-        {
-            "DISCORD_TOKEN": fake.bot_token,
-            "OMNI_API_KEY": KEY,
-            "OMNI_BASE_URL": emulator.base_url,
-            "OMNI_TIMEOUT": "3",
-            "DATABASE_URL": f"sqlite:///{db_path}",
-            "DEV_GUILD_ID": str(guild_id),
-            "ACCOUNT_CREDIT": "100000",
-            "LOG_LEVEL": "WARNING",
-        },
-    )
-    await fake.wait_until_ready(timeout=30)
-    return process
+@dataclass
+class Stage:
+    """The stand-ins, one database file, and one bot process (`python bot.py`) at a time."""
+
+    emulator: Emulator
+    fake: FakeDiscord
+    world: World
+    db_path: str
+    process: asyncio.subprocess.Process | None = None
+
+    async def start_bot(self) -> None:
+        self.process = await spawn(
+            self.fake.base_url,
+            {
+                "DISCORD_TOKEN": self.fake.bot_token,
+                "OMNI_API_KEY": KEY,
+                "OMNI_BASE_URL": self.emulator.base_url,
+                "OMNI_TIMEOUT": "3",
+                "DATABASE_URL": f"sqlite:///{self.db_path}",
+                "DEV_GUILD_ID": str(self.world.guild.id),
+                "ACCOUNT_CREDIT": "100000",
+                "LOG_LEVEL": "WARNING",
+            },
+        )
+        await self.fake.wait_until_ready(timeout=30)
+
+    async def kill_bot(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+        await self.fake.wait_until_disconnected()
+
+    async def stop_bot(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(self.process.wait(), 30)
+
+
+@contextlib.asynccontextmanager
+async def stage(tmp_path: Path, task_seconds: float) -> AsyncIterator[Stage]:
+    emulator = Emulator(api_key=KEY, duration=task_seconds)
+    await emulator.start()
+    fake = FakeDiscord()
+    await fake.start()
+    scene = Stage(emulator, fake, build_world(fake), str(tmp_path / "bot.db"))
+    try:
+        yield scene
+    finally:
+        if scene.process is not None and scene.process.returncode is None:
+            scene.process.kill()
+            await scene.process.wait()
+        await fake.stop()
+        await emulator.stop()
 
 
 async def loosen_limits(db_path: str, guild_id: int) -> None:
@@ -79,16 +120,11 @@ async def phases(db_path: str) -> Counter[str]:
 
 async def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
     rng = random.Random(SEED)
-    emulator = Emulator(api_key=KEY, duration=0.8)
-    await emulator.start()
-    fake = FakeDiscord()
-    await fake.start()
-    world = build_world(fake)
-    db_path = str(tmp_path / "bot.db")
     records = []
     killed_during: Counter[str] = Counter()
-    try:
-        process = await start_bot(fake, emulator, db_path, world.guild.id)
+    async with stage(tmp_path, task_seconds=0.8) as scene:
+        emulator, fake, world, db_path = scene.emulator, scene.fake, scene.world, scene.db_path
+        await scene.start_bot()
         await loosen_limits(db_path, world.guild.id)
         for _ in range(ROUNDS):
             if rng.random() < 0.3:  # a slow submit, so some kills land inside it
@@ -107,20 +143,12 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
                 )
             await asyncio.sleep(rng.uniform(0.2, 2.0))
             killed_during.update(await phases(db_path))
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-            await fake.wait_until_disconnected()
+            await scene.kill_bot()
             fake.upload_delay = 0.0
-            process = await start_bot(fake, emulator, db_path, world.guild.id)
+            await scene.start_bot()
         # Let the last process finish everything it knows about.
         await settle(db_path)
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await fake.stop()
-        await emulator.stop()
+        await scene.stop_bot()
 
     db = await open_database(f"sqlite:///{db_path}")
     jobs = await db.fetch("SELECT * FROM jobs")
@@ -173,36 +201,23 @@ def _ended(record) -> bool:
 
 
 async def test_a_request_acknowledged_just_before_a_kill_is_answered_after_the_restart(tmp_path):
-    emulator = Emulator(api_key=KEY, duration=0.5)
-    await emulator.start()
-    fake = FakeDiscord()
-    await fake.start()
-    world = build_world(fake)
-    db_path = str(tmp_path / "bot.db")
-    try:
-        process = await start_bot(fake, emulator, db_path, world.guild.id)
+    async with stage(tmp_path, task_seconds=0.5) as scene:
+        fake, world = scene.fake, scene.world
+        await scene.start_bot()
         fake.answer_delay = 5  # Discord shows "thinking…"; the bot never hears back in time
         record = await fake.slash(
             world.guild, world.general, world.alice, "imagine", {"prompt": "lost"}
         )
         await fake.wait_for(lambda: record.acknowledged)
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-        await fake.wait_until_disconnected()
+        await scene.kill_bot()
         fake.answer_delay = 0.0
-        process = await start_bot(fake, emulator, db_path, world.guild.id)
+        await scene.start_bot()
         await fake.wait_for(lambda: not record.latest.loading, timeout=30)
         assert "restarted before it could take your request" in record.latest.text
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await fake.stop()
-        await emulator.stop()
-    db = await open_database(f"sqlite:///{db_path}")
+        await scene.stop_bot()
+    db = await open_database(f"sqlite:///{scene.db_path}")
     assert await db.fetchval("SELECT COUNT(*) FROM jobs") == 0
     assert await db.fetchval("SELECT COUNT(*) FROM pending_interactions") == 0
     assert await db.fetchval("SELECT reserved FROM account") == 0
     await db.close()
-    assert emulator.stats.tasks_created == 0
+    assert scene.emulator.stats.tasks_created == 0

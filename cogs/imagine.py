@@ -7,6 +7,7 @@ The cog turns interactions into domain calls and domain answers into messages; t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -252,6 +253,10 @@ class Imagine(commands.Cog):
         await interaction.response.send_message("🗑️ Deleted.", ephemeral=True)
         if interaction.message is not None:
             await interaction.message.delete()
+        channel = self.bot.get_partial_messageable(job.origin.channel_id)
+        for message_id in job.more_message_ids:  # the images that did not fit in the first
+            with contextlib.suppress(discord.NotFound):
+                await channel.get_partial_message(message_id).delete()
         if await self.services.jobs.mark_deleted(job):
             gallery = self.bot.get_cog("Gallery")
             if gallery is not None:

@@ -113,6 +113,7 @@ class Job:
     deleted_at: float | None = None
     upscale_index: int | None = None
     grant_used: int = 0  # images of the member's one-off grant this job took
+    more_message_ids: tuple[int, ...] = ()  # messages with the images the first could not hold
 
     @property
     def images_posted(self) -> bool:

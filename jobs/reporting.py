@@ -27,6 +27,14 @@ class Update:
     preview_url: str | None = None
 
 
+@dataclass(frozen=True)
+class Posted:
+    """Where a job's images went: the message with its buttons, and any that hold the rest."""
+
+    message_id: int | None
+    more_message_ids: tuple[int, ...] = ()
+
+
 class DeliveryFailed(Exception):
     """The images could not be posted anywhere the member would see them."""
 
@@ -48,8 +56,8 @@ class Reporter(Protocol):
     async def drain(self) -> None:
         """Wait for progress already scheduled to be shown (before a shutdown)."""
 
-    async def deliver(self, job: Job, images: list[bytes]) -> int | None:
-        """Post the finished images; return the id of the message showing them."""
+    async def deliver(self, job: Job, images: list[bytes]) -> Posted:
+        """Post the finished images; say which messages show them."""
 
     async def fail(self, job: Job, failure: Failure) -> None:
         """Tell the member how the job ended. Best effort: must not raise."""

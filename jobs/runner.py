@@ -231,11 +231,18 @@ class JobRunner:
         )
         job = job.with_(result=result)
         try:
-            message_id = await self._reporter.deliver(job, images)
+            posted = await self._reporter.deliver(job, images)
         except DeliveryFailed as error:
             await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, str(error)))
             return
-        await self._settle(job, JobState.DONE, spent=True, result=result, message_id=message_id)
+        await self._settle(
+            job,
+            JobState.DONE,
+            spent=True,
+            result=result,
+            message_id=posted.message_id,
+            more_message_ids=posted.more_message_ids,
+        )
 
     async def _fail(self, job: Job, failure: Failure) -> None:
         """End `job` badly from whatever state it has reached meanwhile."""

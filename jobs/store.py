@@ -3,6 +3,7 @@ job and a late straggler) can never both move the same job forward."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from clock import Clock
@@ -125,6 +126,8 @@ class JobStore:
 def _column_value(value: Any) -> Any:
     if isinstance(value, JobResult):
         return value.to_json()
+    if isinstance(value, tuple):
+        return json.dumps(value)
     if isinstance(value, JobState | Charge):
         return value.value
     return value
@@ -160,4 +163,5 @@ def _job(row: Any) -> Job:
         deleted_at=row["deleted_at"],
         upscale_index=row["upscale_index"],
         grant_used=row["grant_used"],
+        more_message_ids=tuple(json.loads(row["more_message_ids"] or "[]")),
     )

@@ -22,7 +22,7 @@ from cogs.utils.uploads import Upload, batches, file_stem, fit
 from jobs.failures import Failure
 from jobs.intake import PendingRequest
 from jobs.model import Job
-from jobs.reporting import DeliveryFailed, Update
+from jobs.reporting import DeliveryFailed, Posted, Update
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class DiscordReporter:
 
     # -- endings ---------------------------------------------------------------------------
 
-    async def deliver(self, job: Job, images: list[bytes]) -> int | None:
+    async def deliver(self, job: Job, images: list[bytes]) -> Posted:
         await self._quiesce(job.id)
         limit = job.origin.upload_limit
         groups = batches(fit(images, limit, stem=file_stem(job.id)), limit)
@@ -132,9 +132,9 @@ class DiscordReporter:
                     message = await self._edit_reply(
                         job, embeds=result, attachments=_files(first), view=view
                     )
-                    for group in groups[1:]:
-                        await self._webhook(job).send(files=_files(group), wait=True)
-                    return message.id
+                    webhook = self._webhook(job)
+                    more = [await webhook.send(files=_files(g), wait=True) for g in groups[1:]]
+                    return Posted(message.id, tuple(m.id for m in more))
             channel = await self._channel(job)
             message = await channel.send(
                 content=f"{mention}, your images are ready.",
@@ -144,9 +144,8 @@ class DiscordReporter:
                 nonce=job.id[:25],  # Discord drops a resend with the same nonce: no duplicates
                 allowed_mentions=discord.AllowedMentions(users=True),
             )
-            for group in groups[1:]:
-                await channel.send(files=_files(group))
-            return message.id
+            more = [await channel.send(files=_files(group)) for group in groups[1:]]
+            return Posted(message.id, tuple(m.id for m in more))
         except discord.HTTPException as error:
             raise DeliveryFailed(f"Discord refused the upload: {error}") from error
 

@@ -1,8 +1,8 @@
 """Where an upscale finds its source image: the attachment on the finished job's message.
 
 Omniinfer's result links expire, but the images live on in Discord, so the message is the
-durable copy (also after a restart). When the images did not fit in one message, the rest
-follow it in the channel, so those few messages are searched too.
+durable copy (also after a restart). Images that did not fit in the first message are in
+the job's further messages, found by file name.
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ from cogs.utils.uploads import file_stem
 from jobs.model import Job
 from jobs.reporting import SourceImageMissing
 from jobs.store import JobStore
-
-# Messages after the job's reply searched for the rest of its images: they follow it within
-# moments, but other members may write in between.
-SPLIT_SEARCH = 50
 
 
 class DiscordSourceImages:
@@ -34,19 +30,12 @@ class DiscordSourceImages:
         if not isinstance(channel, discord.abc.Messageable):
             raise SourceImageMissing(f"channel {parent.origin.channel_id} has no messages")
         wanted = f"{file_stem(parent.id)}_{job.upscale_index}."
-        try:
-            message = await channel.fetch_message(parent.message_id)
-        except (discord.NotFound, discord.Forbidden) as error:
-            raise SourceImageMissing(f"job {parent.id}'s message cannot be read") from error
-        found = _attachment(message, wanted)
-        if found is None:
-            async for later in channel.history(after=message, limit=SPLIT_SEARCH):
-                if later.author == self._bot.user and (found := _attachment(later, wanted)):
-                    break
-        if found is None:
-            raise SourceImageMissing(f"job {parent.id} has no image {job.upscale_index + 1}")
-        return await found.read()
-
-
-def _attachment(message: discord.Message, name_prefix: str) -> discord.Attachment | None:
-    return next((a for a in message.attachments if a.filename.startswith(name_prefix)), None)
+        for message_id in (parent.message_id, *parent.more_message_ids):
+            try:
+                message = await channel.fetch_message(message_id)
+            except (discord.NotFound, discord.Forbidden):
+                continue
+            found = next((a for a in message.attachments if a.filename.startswith(wanted)), None)
+            if found is not None:
+                return await found.read()
+        raise SourceImageMissing(f"job {parent.id} has no image {job.upscale_index + 1}")

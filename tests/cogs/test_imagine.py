@@ -193,6 +193,18 @@ async def test_delete_is_refused_for_others_and_allowed_for_owner_and_moderators
     await harness.fake.wait_for(lambda: second.original.deleted)
 
 
+async def test_delete_removes_every_message_of_a_job_whose_images_were_split(harness):
+    harness.world.guild.upload_limit = 150_000  # one ~90 kB image per message
+    record = await harness.imagine(images=3)
+    await harness.finished(record)
+    await harness.fake.wait_for(lambda: len(record.followups) == 2)
+    deleting = await harness.click(harness.world.alice, record, "delete")
+    await harness.answered(deleting)
+    await harness.fake.wait_for(
+        lambda: record.original.deleted and all(m.deleted for m in record.followups)
+    )
+
+
 async def test_buttons_keep_working_after_a_restart(harness):
     first = await harness.imagine(prompt="a cat")
     await harness.finished(first)

@@ -7,7 +7,6 @@ The cog turns interactions into domain calls and domain answers into messages; t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -167,8 +166,8 @@ class Imagine(commands.Cog):
         deferral, and the note lets the next start answer a request the bot died holding."""
         services = self.services
         deferral = asyncio.ensure_future(interaction.response.defer(thinking=True))
-        await asyncio.sleep(0)  # the deferral starts first (on a warm connection it is sent)
         try:
+            await asyncio.sleep(0)  # the deferral starts first (on a warm connection, is sent)
             await services.intake.note(
                 PendingRequest(
                     interaction_id=interaction.id,
@@ -255,8 +254,10 @@ class Imagine(commands.Cog):
             await interaction.message.delete()
         channel = self.bot.get_partial_messageable(job.origin.channel_id)
         for message_id in job.more_message_ids:  # the images that did not fit in the first
-            with contextlib.suppress(discord.NotFound):
+            try:
                 await channel.get_partial_message(message_id).delete()
+            except discord.HTTPException as error:  # gone already, or out of the bot's reach
+                log.info("could not delete message %s of job %s: %s", message_id, job.id, error)
         if await self.services.jobs.mark_deleted(job):
             gallery = self.bot.get_cog("Gallery")
             if gallery is not None:

@@ -2,8 +2,9 @@
 
 `/imagine` acknowledges first (Discord allows 3 seconds) and admits after. A bot killed in
 between would leave the member's reply on "thinking…" with no job to resume, so each request
-is noted before the acknowledgment and forgotten once admission has answered; the next start
-tells the members whose requests were left behind.
+is noted while its acknowledgment is on its way (not before: that would delay every
+acknowledgment; a kill in the microseconds between the two is not covered) and forgotten once
+admission has answered; the next start tells the members whose requests were left behind.
 """
 
 from __future__ import annotations

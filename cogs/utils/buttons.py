@@ -4,12 +4,16 @@ routed by matching the id, not by a view held in memory."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import discord
 
+from cogs import errors
 from jobs.model import Job, JobKind
+
+log = logging.getLogger(__name__)
 
 JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 
@@ -51,7 +55,12 @@ class JobButton:
 
     async def callback(self, interaction: discord.Interaction) -> None:
         cog = interaction.client.get_cog(self.cog)  # type: ignore[attr-defined]
-        await getattr(cog, f"on_{self.handler}")(interaction, self.job_id, *self.handler_args())
+        try:
+            await getattr(cog, f"on_{self.handler}")(interaction, self.job_id, *self.handler_args())
+        except Exception:
+            # Button errors never reach the command tree's handler: answer here, as it would.
+            log.exception("button %s for job %s failed", self.handler, self.job_id)
+            await errors.answer(interaction, errors.UNEXPECTED)
 
 
 class RerollButton(JobButton, _Dynamic, template=rf"imagine:reroll:{JOB_ID}"):

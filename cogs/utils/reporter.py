@@ -184,8 +184,8 @@ class DiscordReporter:
             # The reply is still "thinking…": its id was never stored, so it is addressed by
             # Discord's alias for an interaction's first reply.
             await webhook.edit_message(ORIGINAL_REPLY, embed=embeds.lost_request_embed())  # type: ignore[arg-type]
-        except discord.HTTPException as error:
-            log.info("could not tell the member about lost request: %s", error)
+        except Exception as error:  # best effort: a shutdown must not trip over it
+            log.info("could not tell the member about lost request: %r", error)
 
     # -- plumbing --------------------------------------------------------------------------
 

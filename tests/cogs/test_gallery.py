@@ -164,8 +164,9 @@ async def test_upscale_makes_the_chosen_image_twice_as_big_through_the_same_limi
 
 async def test_upscale_finds_an_image_that_did_not_fit_in_the_first_message(harness):
     harness.world.guild.upload_limit = 150_000  # one ~90 kB image per message
-    record = await finished_job(harness, images=3)
-    await harness.fake.wait_for(lambda: len(record.followups) == 2)
+    record = await harness.imagine(images=3)
+    await harness.finished(record, timeout=30)
+    await harness.fake.wait_for(lambda: len(record.followups) == 2, timeout=30)
     sources = [image_bytes(record)[0]] + [m.attachments[0].data for m in record.followups]
     harness.world.guild.upload_limit = 10 * 1024 * 1024  # the upscale itself need not shrink
     harness.clock.advance(11)

@@ -247,6 +247,16 @@ async def test_a_database_that_cannot_be_used_ends_in_a_clear_error_not_thinking
     assert harness.emulator.stats.tasks_created == 0
 
 
+async def test_a_button_that_fails_answers_the_member_with_a_clear_error(harness):
+    record = await harness.imagine()
+    await harness.finished(record)
+    harness.clock.advance(11)
+    await harness.bot.services.db.close()
+    reroll = await harness.click(harness.world.alice, record, "reroll")
+    await harness.answered(reroll)
+    assert "Something went wrong" in reroll.said()
+
+
 async def test_sandbox_mode_runs_the_bundled_emulator_and_says_sandbox(harness):
     await harness.stop_bot()
     harness.settings_overrides = {

@@ -1,0 +1,526 @@
+"""Checks on everything an image API returns, before it is posted or stored.
+
+An API's answer is data from outside: its image URLs may point anywhere (the cloud metadata
+service, the bot's own machine), its "images" may be an expired link's XML error page or a
+100-megapixel decompression bomb, its text may echo the API key. Every adapter in `backends/`
+passes what it receives through this module, and raises `BadOutput` (the output itself is
+wrong: nothing is posted) or `Unavailable` (the network failed: safe to try again later).
+
+- `fetch_images(session, urls, expected=, policy=)` → checked image bytes, in URL order.
+- `check_image(bytes)` → `ImageFacts`; Pillow runs in a worker thread, the pixel count is read
+  from the header and refused before anything is decoded.
+- `decode_base64_image`, `clean_upstream_text`, `checked_seed`: the small checks on JSON fields.
+- `address_refusal(address)`: why the bot must not connect to an IP address (pure; no DNS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import ipaddress
+import logging
+import random
+import re
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+from PIL import Image, UnidentifiedImageError
+from yarl import URL
+
+from jobs.backend import BadOutput, Unavailable
+
+log = logging.getLogger(__name__)
+
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+MAX_REDIRECTS = 5
+MAX_CONCURRENT_DOWNLOADS = 4
+DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10, sock_read=20)
+MIN_SECRET_LENGTH = 8
+"""Shorter "secrets" (a sandbox's placeholder key) are not replaced: they are ordinary words."""
+
+_CHUNK = 64 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Object stores often label images as generic bytes; the decode check decides then.
+_GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+# Headers that carry nothing about the bot's accounts: a session with any other default
+# header (an API key, Authorization) is never used for a download.
+_HARMLESS_DEFAULT_HEADERS = frozenset(
+    {"user-agent", "accept", "accept-encoding", "accept-language", "connection"}
+)
+_METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, DigitalOcean
+        ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+    }
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_PRIVATE_NAME_SUFFIXES = (".localhost", ".local", ".lan", ".internal", ".home.arpa", ".intranet")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Per image: `max_bytes` of encoded data, `max_pixels` = width × height (read from the
+    header, refused before decoding)."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 16_000_000
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a checked image is: size in pixels and Pillow's format name ("PNG", "JPEG", "WEBP")."""
+
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Where image URLs may lead. `allow_private` admits loopback, private and link-local
+    addresses (the emulator on 127.0.0.1, a LAN server); the other checks still apply, and
+    the cloud metadata service, multicast, broadcast and 0.0.0.0 are refused even then."""
+
+    allow_private: bool = False
+
+    @classmethod
+    def for_base_url(cls, base_url: str) -> FetchPolicy:
+        """`allow_private` when the API itself is served from a non-public host: an IP literal
+        that is loopback/private/link-local, `localhost`, a single-label name or a LAN suffix
+        (.local, .lan, .internal, .home.arpa). Names are judged without DNS, so a LAN server
+        behind an ordinary-looking name gets the public policy."""
+        try:
+            host = URL(base_url).host
+        except (ValueError, TypeError):
+            return cls()
+        if not host:
+            return cls()
+        host = host.rstrip(".").lower()
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            private_name = (
+                host == "localhost" or "." not in host or host.endswith(_PRIVATE_NAME_SUFFIXES)
+            )
+            return cls(allow_private=private_name)
+        return cls(
+            allow_private=address_refusal(address) is not None
+            and address_refusal(address, allow_private=True) is None
+        )
+
+
+def address_refusal(address: str | IPAddress, *, allow_private: bool = False) -> str | None:
+    """Why the bot must not connect to `address`, or None when it may.
+
+    Always refused: unspecified (0.0.0.0, ::), multicast, broadcast, reserved, and the cloud
+    metadata addresses. Refused unless `allow_private`: loopback, private (RFC 1918, ULA),
+    link-local, shared (100.64/10) and any other non-global range. IPv4 embedded in IPv6
+    (mapped ::ffff:a.b.c.d, 6to4, NAT64 64:ff9b::/96) is judged as that IPv4 address.
+    """
+    try:
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    except ValueError:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(ip.compressed.split("%", 1)[0])
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_refusal(embedded, allow_private=allow_private)
+    if ip in _METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip == _BROADCAST:
+        return "a broadcast address"
+    if ip.is_loopback:
+        return None if allow_private else "a loopback address"
+    if ip.is_link_local:
+        return None if allow_private else "a link-local address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if (
+        ip.is_private
+        or ip in _SHARED_ADDRESS_SPACE
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    ):
+        return None if allow_private else "a private address"
+    if not ip.is_global:
+        return "a reserved address"
+    return None
+
+
+# -- images -----------------------------------------------------------------------------------
+
+_image_pool: ThreadPoolExecutor | None = None
+_image_pool_lock = threading.Lock()
+_T = TypeVar("_T")
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Two threads for Pillow, apart from the loop's default executor (DNS lookups use it)."""
+    global _image_pool
+    with _image_pool_lock:
+        if _image_pool is None:
+            _image_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="image-check")
+        return _image_pool
+
+
+async def run_in_image_thread(func: Callable[..., _T], /, *args: object) -> _T:
+    """Run blocking Pillow work (`func(*args)`) on the image threads, never on the loop."""
+    return await asyncio.get_running_loop().run_in_executor(_pool(), func, *args)
+
+
+async def check_image(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageFacts:
+    """Prove `data` is one PNG/JPEG/WebP image within `limits`, in a worker thread.
+
+    Raises `BadOutput` when it is too many bytes, not an image, another format, or more than
+    `limits.max_pixels` pixels (judged from the header, before any decoding).
+    """
+    if not data:
+        raise BadOutput("the image is empty")
+    if len(data) > limits.max_bytes:
+        raise BadOutput(f"the image is {len(data)} bytes, over the {limits.max_bytes} allowed")
+    return await run_in_image_thread(check_image_sync, data, limits)
+
+
+def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageFacts:
+    """`check_image` for code already in a worker thread. Blocks: never call it on the loop."""
+    if len(data) > limits.max_bytes:
+        raise BadOutput(f"the image is {len(data)} bytes, over the {limits.max_bytes} allowed")
+    with open_image(data, limits) as im:
+        try:
+            im.load()
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+            raise BadOutput(f"the {im.format} image does not decode ({exc})") from None
+        return ImageFacts(width=im.width, height=im.height, format=str(im.format))
+
+
+def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Pillow's lazy `Image.open` of `data`, refused unless PNG/JPEG/WebP within
+    `limits.max_pixels`; nothing is decoded yet. Blocks: call it in a worker thread."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS))
+    except Image.DecompressionBombError:
+        raise BadOutput(f"the image has more than {limits.max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise BadOutput("the data is not a PNG, JPEG or WebP image") from None
+    width, height = im.size
+    if width <= 0 or height <= 0 or width * height > limits.max_pixels:
+        im.close()
+        raise BadOutput(
+            f"the image is {width}×{height} pixels, over the {limits.max_pixels} allowed"
+        )
+    return im
+
+
+_DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\-_]")
+
+
+def decode_base64_image(text: str) -> bytes:
+    """The bytes of a base64 image: plain (A1111's `images`) or a `data:...;base64,` URI
+    (A1111's live preview). Whitespace and missing padding are tolerated; the result is not
+    yet checked as an image (see `check_image`). Raises `BadOutput`."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadOutput("the image is missing (no base64 data)")
+    body = text.strip()
+    match = _DATA_URI.match(body)
+    if match:
+        body = body[match.end() :]
+    elif body[:5].lower() == "data:":
+        raise BadOutput("the image data URI is not base64")
+    body = "".join(body.split())
+    if not body or _NOT_BASE64.search(body):
+        raise BadOutput("the image is not valid base64")
+    body = body.rstrip("=")
+    body += "=" * (-len(body) % 4)
+    try:
+        if "-" in body or "_" in body:
+            data = base64.urlsafe_b64decode(body)
+        else:
+            data = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadOutput("the image is not valid base64") from None
+    if not data:
+        raise BadOutput("the image is empty")
+    return data
+
+
+# -- text and numbers ---------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_upstream_text(text: object, *, secrets: Iterable[str] = (), limit: int = 300) -> str:
+    """`str(text)` made safe to log or show: each secret of 8+ characters replaced by
+    "[redacted]", control and bidi characters removed, whitespace runs collapsed to one space,
+    cut to `limit` characters with "…"."""
+    try:
+        result = text if isinstance(text, str) else str(text)
+    except Exception:  # an upstream object whose __str__ fails still gets a message
+        result = f"<{type(text).__name__}>"
+    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len)[::-1]:
+        result = result.replace(secret, "[redacted]")
+    result = _CONTROL.sub("", result)
+    result = " ".join(result.split())
+    if len(result) > limit:
+        result = result[: max(0, limit - 1)].rstrip() + "…"
+    return result
+
+
+def checked_seed(value: object) -> int | None:
+    """The seed in `value` when it is an int (not a bool) or a string of digits within
+    0..2**32-1 (Novita sends seeds as strings); otherwise None (use the requested seed)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        seed = value
+    elif isinstance(value, str):
+        digits = value.strip()
+        if not digits.isascii() or not digits.isdigit() or len(digits) > 10:
+            return None
+        seed = int(digits)
+    else:
+        return None
+    return seed if 0 <= seed <= 2**32 - 1 else None
+
+
+# -- downloads ----------------------------------------------------------------------------------
+
+
+class _Retryable(Exception):
+    """A network fault or a 5xx: the same URL may work on the next attempt."""
+
+
+async def fetch_images(
+    session: aiohttp.ClientSession,
+    urls: Sequence[str],
+    *,
+    expected: int,
+    policy: FetchPolicy,
+    limits: ImageLimits = ImageLimits(),
+) -> tuple[bytes, ...]:
+    """Download and check the images at `urls`, a few at a time; the result keeps URL order.
+
+    Empty (or non-string) entries are dropped and at most `expected` URLs are fetched. Each
+    must be http(s) to an address `policy` admits, with every address its name resolves to
+    checked and the connection made to a checked address (no second lookup to rebind), and
+    each redirect (at most 5) checked the same way. Then: HTTP 200, an image (or generic
+    binary) content type, at most `limits.max_bytes`, and `check_image`. `session`'s default
+    headers and auth are never sent: a session carrying any gets a clean one instead.
+
+    Raises `BadOutput` (no URL left, a forbidden URL or address, a 4xx such as an expired
+    link's 403, not an image, too large) or `Unavailable` (network faults or 5xx after
+    3 attempts). URLs in messages lose their query string (presigned links hold credentials).
+    """
+    wanted = [url for url in urls if isinstance(url, str) and url.strip()][: max(expected, 0)]
+    if not wanted:
+        raise BadOutput("the API returned no image URLs")
+    for url in wanted:
+        _check_url_shape(url.strip())
+    if _session_is_clean(session):
+        return await _fetch_all(session, wanted, policy, limits)
+    async with aiohttp.ClientSession() as clean:
+        return await _fetch_all(clean, wanted, policy, limits)
+
+
+async def _fetch_all(
+    session: aiohttp.ClientSession, urls: list[str], policy: FetchPolicy, limits: ImageLimits
+) -> tuple[bytes, ...]:
+    gate = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
+
+    async def one(url: str) -> bytes:
+        async with gate:
+            return await _fetch_checked(session, url.strip(), policy, limits)
+
+    tasks = [asyncio.ensure_future(one(url)) for url in urls]
+    try:
+        return tuple(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:  # one failed: the others are no longer wanted
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _session_is_clean(session: aiohttp.ClientSession) -> bool:
+    return (
+        session.auth is None
+        and all(name.lower() in _HARMLESS_DEFAULT_HEADERS for name in session.headers)
+        and len(session.cookie_jar) == 0
+        and getattr(session, "_base_url", None) is None
+        and not getattr(session, "_raise_for_status", False)
+    )
+
+
+async def _fetch_checked(
+    session: aiohttp.ClientSession, url: str, policy: FetchPolicy, limits: ImageLimits
+) -> bytes:
+    last: _Retryable | None = None
+    for attempt in range(DOWNLOAD_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(random.uniform(0.0, min(2.0, 0.25 * 2**attempt)))
+        try:
+            data = await _follow(session, url, policy, limits)
+        except _Retryable as exc:
+            last = exc
+            log.info("image download %s failed (%s), attempt %d", _short(url), exc, attempt + 1)
+            continue
+        await check_image(data, limits)
+        return data
+    raise Unavailable(f"could not download image {_short(url)}: {last}")
+
+
+async def _follow(
+    session: aiohttp.ClientSession, url: str, policy: FetchPolicy, limits: ImageLimits
+) -> bytes:
+    """GET `url`, following up to MAX_REDIRECTS redirects by hand, each hop checked."""
+    current = URL(url)
+    for _hop in range(MAX_REDIRECTS + 1):
+        _check_url_shape(str(current))
+        addresses = await _checked_addresses(current, policy)
+        status, location, body = await _get_pinned(session, current, addresses, limits)
+        if status in _REDIRECTS:
+            if not location:
+                raise BadOutput(f"image {_short(current)}: HTTP {status} without a Location")
+            try:
+                current = current.join(URL(location))
+            except (ValueError, TypeError):
+                raise BadOutput(f"image {_short(current)}: unusable redirect") from None
+            continue
+        return body
+    raise BadOutput(f"image {_short(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+async def _checked_addresses(url: URL, policy: FetchPolicy) -> list[str]:
+    """Every address `url`'s host resolves to, each admitted by `policy` (else `BadOutput`)."""
+    host = url.raw_host or ""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        infos = [str(literal)]
+    else:
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, url.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except (socket.gaierror, UnicodeError) as exc:
+            raise _Retryable(f"cannot resolve {host}: {exc}") from None
+        infos = list(dict.fromkeys(str(info[4][0]) for info in found))
+        if not infos:
+            raise _Retryable(f"cannot resolve {host}")
+    for address in infos:
+        reason = address_refusal(address, allow_private=policy.allow_private)
+        if reason is not None:
+            raise BadOutput(f"image {_short(url)}: refused, {host} is {reason}")
+    return infos
+
+
+async def _get_pinned(
+    session: aiohttp.ClientSession, url: URL, addresses: list[str], limits: ImageLimits
+) -> tuple[int, str | None, bytes]:
+    """GET `url` connected to one of `addresses` (tried in order), sending its real host name
+    as Host and for TLS (SNI and certificate). Returns (status, Location, body)."""
+    host = url.raw_host or ""
+    named = addresses != [host] and not _is_literal(host)
+    headers = {"Accept": "image/png, image/jpeg, image/webp, image/*;q=0.8"}
+    if named:
+        headers["Host"] = host if url.is_default_port() else f"{host}:{url.port}"
+    last: Exception | None = None
+    for address in addresses:
+        target = url.with_host(address) if named else url
+        try:
+            async with session.get(
+                target,
+                headers=headers,
+                allow_redirects=False,
+                timeout=DOWNLOAD_TIMEOUT,
+                server_hostname=host if named and url.scheme == "https" else None,
+                auth=None,
+            ) as response:
+                return await _read(response, url, limits)
+        except aiohttp.ClientConnectorError as exc:  # this address refused: try the next one
+            last = exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise _Retryable(type(exc).__name__) from None
+    raise _Retryable(f"cannot connect to {host} ({type(last).__name__})")
+
+
+async def _read(
+    response: aiohttp.ClientResponse, url: URL, limits: ImageLimits
+) -> tuple[int, str | None, bytes]:
+    status = response.status
+    if status in _REDIRECTS:
+        return status, response.headers.get("Location"), b""
+    if status in _RETRY_STATUSES or status >= 500:
+        raise _Retryable(f"HTTP {status}")
+    if status != 200:
+        hint = " (expired link?)" if status in (401, 403, 404, 410) else ""
+        raise BadOutput(f"image {_short(url)}: HTTP {status}{hint}")
+    content_type = response.content_type.lower()
+    if not content_type.startswith("image/") and content_type not in _GENERIC_TYPES:
+        raise BadOutput(f"image {_short(url)}: content type {content_type!r}, not an image")
+    if (response.content_length or 0) > limits.max_bytes:
+        raise BadOutput(f"image {_short(url)}: over {limits.max_bytes} bytes")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        body.extend(chunk)
+        if len(body) > limits.max_bytes:
+            raise BadOutput(f"image {_short(url)}: over {limits.max_bytes} bytes")
+    return status, None, bytes(body)
+
+
+def _check_url_shape(url: str) -> None:
+    try:
+        parsed = URL(url)
+        host = parsed.raw_host
+    except (ValueError, TypeError):
+        raise BadOutput("refusing an image URL that does not parse") from None
+    if parsed.scheme not in ("http", "https") or not host:
+        raise BadOutput(f"refusing image URL {_short(url)}: only http(s) URLs are fetched")
+    if parsed.user is not None or parsed.password is not None:
+        raise BadOutput(f"refusing image URL {_short(url)}: it carries credentials")
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(url: str | URL) -> str:
+    """The URL without user info or query string (presigned links carry credentials there),
+    at most 120 characters."""
+    try:
+        parsed = URL(url) if isinstance(url, str) else url
+        text = str(parsed.with_query(None).with_fragment(None).with_user(None))
+    except (ValueError, TypeError):
+        text = "<unparsable URL>"
+    return clean_upstream_text(text, limit=120)

@@ -1,0 +1,523 @@
+"""backends.untrusted against a real aiohttp server on 127.0.0.1 and real Pillow images."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from PIL import Image, ImageFile
+
+from backends import untrusted
+from backends.untrusted import (
+    FetchPolicy,
+    ImageFacts,
+    ImageLimits,
+    address_refusal,
+    check_image,
+    checked_seed,
+    clean_upstream_text,
+    decode_base64_image,
+    fetch_images,
+)
+from jobs.backend import BadOutput, Unavailable
+
+PRIVATE_OK = FetchPolicy(allow_private=True)
+
+
+def encode(fmt: str, size: tuple[int, int] = (8, 8), mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, "white" if mode != "1" else 0).save(out, format=fmt)
+    return out.getvalue()
+
+
+PNG = encode("PNG")
+# Its header says 10000×10000 (100 MP); all-black 1-bit pixels compress to a few kB.
+BOMB = encode("PNG", (10000, 10000), mode="1")
+EXPIRED_XML = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Request has expired</Message></Error>"
+)
+
+
+@dataclass
+class ImageServer:
+    """A local stand-in for an object store: what it serves, and what it was asked."""
+
+    base: str = ""
+    hits: Counter[str] = field(default_factory=Counter)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    failures_left: int = 0
+
+
+@pytest.fixture
+async def server():
+    state = ImageServer()
+
+    async def record(request: web.Request) -> None:
+        state.hits[request.path] += 1
+        state.headers.append(dict(request.headers))
+
+    async def ok(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body=PNG, content_type="image/png")
+
+    async def numbered(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body=PNG, content_type="image/png")
+
+    async def octet(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body=PNG, content_type="binary/octet-stream")
+
+    async def expired(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(status=403, body=EXPIRED_XML, content_type="application/xml")
+
+    async def html(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(text="<html>not an image</html>", content_type="text/html")
+
+    async def xml_as_image(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body=EXPIRED_XML, content_type="image/png")
+
+    async def big(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body=PNG + b"\0" * 5000, content_type="image/png")
+
+    async def big_chunked(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(200):  # 200 kB, no Content-Length: the reader must stop by itself
+            await response.write(b"\0" * 1024)
+        await response.write_eof()
+        return response
+
+    async def bomb(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body=BOMB, content_type="image/png")
+
+    async def redirect(request: web.Request) -> web.Response:
+        await record(request)
+        raise web.HTTPFound(request.query["to"])
+
+    async def loop(request: web.Request) -> web.Response:
+        await record(request)
+        raise web.HTTPFound("/loop")
+
+    async def flaky(request: web.Request) -> web.Response:
+        await record(request)
+        if state.failures_left > 0:
+            state.failures_left -= 1
+            return web.Response(status=503, text="busy")
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/ok.png", ok)
+    app.router.add_get("/n/{n}.png", numbered)
+    app.router.add_get("/octet", octet)
+    app.router.add_get("/expired.png", expired)
+    app.router.add_get("/page", html)
+    app.router.add_get("/xml-as-image", xml_as_image)
+    app.router.add_get("/big.png", big)
+    app.router.add_get("/big-chunked.png", big_chunked)
+    app.router.add_get("/bomb.png", bomb)
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/loop", loop)
+    app.router.add_get("/flaky.png", flaky)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    state.base = f"http://127.0.0.1:{port}"
+    yield state
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+# -- addresses --------------------------------------------------------------------------------
+
+ADDRESSES = [
+    # address, refused without allow_private, refused with allow_private
+    ("8.8.8.8", False, False),
+    ("1.1.1.1", False, False),
+    ("2606:4700:4700::1111", False, False),
+    ("127.0.0.1", True, False),
+    ("127.8.9.10", True, False),
+    ("10.1.2.3", True, False),
+    ("172.16.0.1", True, False),
+    ("172.31.255.255", True, False),
+    ("192.168.1.10", True, False),
+    ("100.64.0.1", True, False),  # carrier-grade NAT
+    ("169.254.1.1", True, False),
+    ("::1", True, False),
+    ("fe80::1", True, False),
+    ("fe80::1%eth0", True, False),
+    ("fc00::1", True, False),
+    ("fd12:3456::1", True, False),
+    ("::ffff:127.0.0.1", True, False),
+    ("::ffff:10.0.0.1", True, False),
+    ("2002:7f00:1::", True, False),  # 6to4 around 127.0.0.1
+    ("64:ff9b::a00:1", True, False),  # NAT64 around 10.0.0.1
+    ("::ffff:8.8.8.8", False, False),
+    ("169.254.169.254", True, True),  # cloud metadata: never
+    ("::ffff:169.254.169.254", True, True),
+    ("fd00:ec2::254", True, True),
+    ("0.0.0.0", True, True),
+    ("::", True, True),
+    ("224.0.0.1", True, True),
+    ("ff02::1", True, True),
+    ("255.255.255.255", True, True),
+    ("240.0.0.1", True, True),
+    ("not-an-address", True, True),
+]
+
+
+@pytest.mark.parametrize(("address", "refused", "refused_private"), ADDRESSES)
+def test_address_refusal(address: str, refused: bool, refused_private: bool) -> None:
+    assert (address_refusal(address) is not None) is refused
+    assert (address_refusal(address, allow_private=True) is not None) is refused_private
+
+
+@pytest.mark.parametrize(
+    ("base_url", "allow_private"),
+    [
+        ("https://api.omniinfer.io", False),
+        ("https://api.novita.ai/v3", False),
+        ("http://127.0.0.1:7860", True),
+        ("http://[::1]:7860", True),
+        ("http://192.168.1.20:7860/", True),
+        ("http://localhost:7860", True),
+        ("http://gpu-box:7860", True),
+        ("http://forge.local:7860", True),
+        ("http://sd.home.arpa", True),
+        ("http://8.8.8.8", False),
+        ("http://169.254.169.254", False),  # never allowed, so never "private"
+        ("not a url", False),
+    ],
+)
+def test_policy_for_base_url(base_url: str, allow_private: bool) -> None:
+    assert FetchPolicy.for_base_url(base_url).allow_private is allow_private
+
+
+# -- fetching ---------------------------------------------------------------------------------
+
+
+async def test_fetches_a_real_png(server: ImageServer, session: aiohttp.ClientSession) -> None:
+    images = await fetch_images(session, [f"{server.base}/ok.png"], expected=1, policy=PRIVATE_OK)
+    assert images == (PNG,)
+
+
+async def test_generic_binary_type_is_accepted_when_it_decodes(server, session) -> None:
+    images = await fetch_images(session, [f"{server.base}/octet"], expected=1, policy=PRIVATE_OK)
+    assert images == (PNG,)
+
+
+async def test_loopback_refused_without_allow_private(server, session) -> None:
+    with pytest.raises(BadOutput, match="loopback"):
+        await fetch_images(session, [f"{server.base}/ok.png"], expected=1, policy=FetchPolicy())
+    assert server.hits["/ok.png"] == 0  # refused before connecting
+
+
+async def test_expired_link_403_xml_is_bad_output(server, session) -> None:
+    with pytest.raises(BadOutput, match="HTTP 403") as caught:
+        await fetch_images(
+            session,
+            [f"{server.base}/expired.png?X-Amz-Signature=s3cr3t"],
+            expected=1,
+            policy=PRIVATE_OK,
+        )
+    assert "s3cr3t" not in caught.value.message  # the query string holds the credentials
+    assert server.hits["/expired.png"] == 1  # a 4xx is not retried
+
+
+async def test_html_is_refused(server, session) -> None:
+    with pytest.raises(BadOutput, match="text/html"):
+        await fetch_images(session, [f"{server.base}/page"], expected=1, policy=PRIVATE_OK)
+
+
+async def test_xml_labelled_as_image_fails_decoding(server, session) -> None:
+    with pytest.raises(BadOutput, match="not a PNG, JPEG or WebP"):
+        await fetch_images(session, [f"{server.base}/xml-as-image"], expected=1, policy=PRIVATE_OK)
+
+
+@pytest.mark.parametrize("path", ["/big.png", "/big-chunked.png"])
+async def test_oversized_body_is_refused(server, session, path: str) -> None:
+    limits = ImageLimits(max_bytes=4096)
+    with pytest.raises(BadOutput, match="over 4096 bytes"):
+        await fetch_images(
+            session, [server.base + path], expected=1, policy=PRIVATE_OK, limits=limits
+        )
+
+
+async def test_pixel_bomb_is_refused(server, session) -> None:
+    with pytest.raises(BadOutput, match="10000×10000"):
+        await fetch_images(session, [f"{server.base}/bomb.png"], expected=1, policy=PRIVATE_OK)
+
+
+async def test_redirect_to_loopback_refused_without_allow_private(
+    server, session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Let 127.0.0.1 stand in for a public CDN; the rest of 127/8 stays loopback.
+    real = untrusted.address_refusal
+
+    def cdn_is_public(address, *, allow_private=False):  # type: ignore[no-untyped-def]
+        return None if str(address) == "127.0.0.1" else real(address, allow_private=allow_private)
+
+    monkeypatch.setattr(untrusted, "address_refusal", cdn_is_public)
+    port = server.base.rsplit(":", 1)[1]
+    for target in (f"http://127.0.0.2:{port}/ok.png", "http://169.254.169.254/latest/meta-data/"):
+        with pytest.raises(BadOutput, match=r"loopback|metadata"):
+            await fetch_images(
+                session,
+                [f"{server.base}/redirect?to={target}"],
+                expected=1,
+                policy=FetchPolicy(),
+            )
+    assert server.hits["/redirect"] == 2  # the first hop was fetched, the second refused
+    assert server.hits["/ok.png"] == 0
+
+
+async def test_redirect_to_loopback_allowed_with_allow_private(server, session) -> None:
+    url = f"{server.base}/redirect?to={server.base}/ok.png"
+    assert await fetch_images(session, [url], expected=1, policy=PRIVATE_OK) == (PNG,)
+    assert server.hits["/redirect"] == 1 and server.hits["/ok.png"] == 1
+
+
+async def test_redirect_to_another_scheme_is_refused(server, session) -> None:
+    url = f"{server.base}/redirect?to=file:///etc/passwd"
+    with pytest.raises(BadOutput, match="only http"):
+        await fetch_images(session, [url], expected=1, policy=PRIVATE_OK)
+
+
+async def test_redirect_loop_stops(server, session) -> None:
+    with pytest.raises(BadOutput, match="more than 5 redirects"):
+        await fetch_images(session, [f"{server.base}/loop"], expected=1, policy=PRIVATE_OK)
+    assert server.hits["/loop"] == 6
+
+
+async def test_hundred_urls_expected_one_downloads_one(server, session) -> None:
+    urls = [f"{server.base}/n/{i}.png" for i in range(100)]
+    assert await fetch_images(session, urls, expected=1, policy=PRIVATE_OK) == (PNG,)
+    assert sum(server.hits.values()) == 1 and server.hits["/n/0.png"] == 1
+
+
+async def test_several_images_keep_their_order(server, session) -> None:
+    urls = ["", f"{server.base}/n/0.png", "  ", f"{server.base}/octet", f"{server.base}/n/2.png"]
+    images = await fetch_images(session, urls, expected=3, policy=PRIVATE_OK)
+    assert images == (PNG, PNG, PNG)
+    assert server.hits == Counter({"/n/0.png": 1, "/octet": 1, "/n/2.png": 1})
+
+
+@pytest.mark.parametrize("urls", [[], [""], ["", "   "], [None]])
+async def test_nothing_to_fetch_is_bad_output(session, urls) -> None:
+    with pytest.raises(BadOutput, match="no image URLs"):
+        await fetch_images(session, urls, expected=2, policy=PRIVATE_OK)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.png",
+        "file:///etc/passwd",
+        "data:image/png;base64,AAAA",
+        "http://user:pw@example.com/a.png",
+        "http:///nohost",
+    ],
+)
+async def test_unfetchable_urls_are_refused(session, url: str) -> None:
+    with pytest.raises(BadOutput):
+        await fetch_images(session, [url], expected=1, policy=PRIVATE_OK)
+
+
+async def test_a_5xx_is_retried(server, session) -> None:
+    server.failures_left = 1
+    assert await fetch_images(
+        session, [f"{server.base}/flaky.png"], expected=1, policy=PRIVATE_OK
+    ) == (PNG,)
+    assert server.hits["/flaky.png"] == 2
+
+
+async def test_persistent_5xx_is_unavailable(server, session) -> None:
+    server.failures_left = 100
+    with pytest.raises(Unavailable, match="HTTP 503"):
+        await fetch_images(session, [f"{server.base}/flaky.png"], expected=1, policy=PRIVATE_OK)
+    assert server.hits["/flaky.png"] == untrusted.DOWNLOAD_ATTEMPTS
+
+
+async def test_connection_refused_is_unavailable(session) -> None:
+    with socket_closed_port() as port, pytest.raises(Unavailable):
+        await fetch_images(
+            session, [f"http://127.0.0.1:{port}/a.png"], expected=1, policy=PRIVATE_OK
+        )
+
+
+async def test_named_host_is_pinned_and_keeps_its_host_header(server, session) -> None:
+    port = server.base.rsplit(":", 1)[1]
+    url = f"http://localhost:{port}/ok.png"
+    assert await fetch_images(session, [url], expected=1, policy=PRIVATE_OK) == (PNG,)
+    assert server.headers[-1]["Host"] == f"localhost:{port}"
+
+
+async def test_session_credentials_are_never_sent(server) -> None:
+    async with aiohttp.ClientSession(
+        headers={"Authorization": "Bearer the-api-key-123", "X-OmniInfer-Key": "k" * 20},
+        auth=None,
+    ) as keyed:
+        await fetch_images(keyed, [f"{server.base}/ok.png"], expected=1, policy=PRIVATE_OK)
+        assert not keyed.closed
+    sent = {name.lower() for name in server.headers[-1]}
+    assert "authorization" not in sent and "x-omniinfer-key" not in sent
+
+
+# -- check_image ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+async def test_check_image_accepts_the_three_formats(fmt: str) -> None:
+    facts = await check_image(encode(fmt, (12, 7)))
+    assert facts == ImageFacts(width=12, height=7, format=fmt)
+
+
+async def test_check_image_refuses_other_formats_and_junk() -> None:
+    for data in (encode("GIF"), encode("BMP"), EXPIRED_XML, b"\x89PNG\r\n\x1a\n"):
+        with pytest.raises(BadOutput):
+            await check_image(data)
+
+
+async def test_check_image_refuses_a_truncated_image() -> None:
+    noise = Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3))
+    for fmt in ("JPEG", "PNG"):
+        out = io.BytesIO()
+        noise.save(out, format=fmt)
+        with pytest.raises(BadOutput, match="does not decode"):
+            await check_image(out.getvalue()[: out.tell() // 2])
+
+
+async def test_check_image_refuses_pixels_before_decoding(monkeypatch) -> None:
+    loads: list[str] = []
+    real_load = ImageFile.ImageFile.load
+
+    def counting_load(self):  # type: ignore[no-untyped-def]
+        loads.append(self.format)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    with pytest.raises(BadOutput, match="10000×10000 pixels, over the 16000000 allowed"):
+        await check_image(BOMB)
+    assert loads == []  # refused from the header: nothing decoded
+    with pytest.raises(BadOutput, match="over the 63 allowed"):
+        await check_image(PNG, ImageLimits(max_pixels=63))
+    assert await check_image(PNG, ImageLimits(max_pixels=64)) == ImageFacts(8, 8, "PNG")
+    assert loads == ["PNG"]  # an image within the cap is decoded in full
+
+
+async def test_check_image_refuses_empty_and_too_many_bytes() -> None:
+    with pytest.raises(BadOutput, match="empty"):
+        await check_image(b"")
+    with pytest.raises(BadOutput, match="bytes"):
+        await check_image(PNG, ImageLimits(max_bytes=len(PNG) - 1))
+
+
+async def test_check_image_leaves_the_loop_running() -> None:
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    big = encode("PNG", (3000, 3000))
+    await check_image(big, ImageLimits(max_pixels=10_000_000))
+    done.set()
+    await task
+    assert ticks > 1
+
+
+# -- small checks -------------------------------------------------------------------------------
+
+
+def test_decode_base64_image() -> None:
+    text = base64.b64encode(PNG).decode()
+    assert decode_base64_image(text) == PNG
+    assert decode_base64_image(f"data:image/png;base64,{text}") == PNG
+    assert decode_base64_image(text.rstrip("=")) == PNG
+    assert decode_base64_image(text[:40] + "\n" + text[40:]) == PNG
+    for bad in ("", "   ", "not base64!", "data:image/png,rawbytes", "====", None):
+        with pytest.raises(BadOutput):
+            decode_base64_image(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("invalid key sk-abcdef123456", "invalid key [redacted]"),
+        ("sandbox mode", "sandbox mode"),  # a short placeholder key is an ordinary word
+        ("line\r\nbreak\x00\x1b[31m red", "line break[31m red"),
+        ({"code": 4, "msg": "bad"}, "{'code': 4, 'msg': 'bad'}"),
+        (None, "None"),
+        ("x" * 400, "x" * 299 + "…"),
+    ],
+)
+def test_clean_upstream_text(text: object, expected: str) -> None:
+    assert clean_upstream_text(text, secrets=["sk-abcdef123456", "sandbox", ""]) == expected
+
+
+def test_clean_upstream_text_limit() -> None:
+    assert clean_upstream_text("abcdefghij", limit=5) == "abcd…"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, 0),
+        (1834412977, 1834412977),
+        (2**32 - 1, 2**32 - 1),
+        ("1834412977", 1834412977),
+        (" 42 ", 42),
+        (2**32, None),
+        (-1, None),
+        ("-1", None),
+        (True, None),
+        (12.0, None),
+        ("12.5", None),
+        ("٣", None),  # a digit, but not an ASCII one
+        ("9" * 5000, None),
+        (None, None),
+        ([1], None),
+    ],
+)
+def test_checked_seed(value: object, expected: int | None) -> None:
+    assert checked_seed(value) == expected
+
+
+class socket_closed_port:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -23,6 +23,7 @@ from omni.errors import (
 )
 from omni.models import (
     GenerationInfo,
+    Img2ImgRequest,
     ModelInfo,
     Progress,
     Submission,
@@ -39,6 +40,7 @@ __all__ = [
     "ConnectionFailed",
     "DownloadFailed",
     "GenerationInfo",
+    "Img2ImgRequest",
     "InsufficientCredit",
     "InvalidRequest",
     "MalformedResponse",

@@ -24,7 +24,15 @@ from omni.errors import (
     UnknownAPIError,
     error_for_code,
 )
-from omni.models import ModelInfo, Progress, Submission, TaskStatus, Txt2ImgRequest, UpscaleRequest
+from omni.models import (
+    Img2ImgRequest,
+    ModelInfo,
+    Progress,
+    Submission,
+    TaskStatus,
+    Txt2ImgRequest,
+    UpscaleRequest,
+)
 from omni.polling import PollPolicy
 from omni.retry import RetryPolicy
 
@@ -90,6 +98,12 @@ class OmniClient:
         """Start a task. Validates first, so a bad request costs no HTTP call and no credit."""
         request.validate()
         data = await self._call("POST", "/v2/txt2img", json=request.to_payload(), submit=True)
+        return _submission(data)
+
+    async def img2img(self, request: Img2ImgRequest) -> Submission:
+        """Start an image-to-image task; validated first, like `txt2img`."""
+        request.validate()
+        data = await self._call("POST", "/v2/img2img", json=request.to_payload(), submit=True)
         return _submission(data)
 
     async def upscale(self, request: UpscaleRequest) -> Submission:

@@ -103,6 +103,50 @@ class Txt2ImgRequest:
 
 
 @dataclass(frozen=True)
+class Img2ImgRequest(Txt2ImgRequest):
+    """An SDXL image-to-image request: the txt2img fields plus the starting picture.
+
+    `init_image` is image bytes (PNG/JPEG/WebP), sent base64-encoded as the API's one-item
+    `init_images`; `denoising_strength` 0 keeps the picture, 1 ignores it (SDK default 0.75).
+    The output has the requested `width`×`height`, whatever the picture's size.
+    """
+
+    init_image: bytes = field(default=b"", repr=False)
+    denoising_strength: float = rules.DEFAULT_DENOISING_STRENGTH
+
+    def validate(self) -> None:
+        super().validate()
+        _require(
+            isinstance(self.init_image, bytes | bytearray) and len(self.init_image) > 0,
+            "init_image",
+            "must be an image",
+        )
+        _require(
+            len(self.init_image) <= rules.MAX_INIT_IMAGE_BYTES,
+            "init_image",
+            f"must be at most {rules.MAX_INIT_IMAGE_BYTES // (1024 * 1024)} MiB "
+            f"(got {len(self.init_image)} bytes)",
+        )
+        _require(
+            isinstance(self.denoising_strength, int | float)
+            and not isinstance(self.denoising_strength, bool)
+            and self.denoising_strength in rules.DENOISING_STRENGTH,
+            "denoising_strength",
+            f"must be a number from {rules.DENOISING_STRENGTH.describe()} "
+            f"(got {self.denoising_strength!r})",
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        import base64
+
+        payload = super().to_payload()
+        del payload["init_image"]
+        payload["init_images"] = [base64.b64encode(self.init_image).decode("ascii")]
+        payload["denoising_strength"] = float(self.denoising_strength)
+        return payload
+
+
+@dataclass(frozen=True)
 class UpscaleRequest:
     """Upscale one image (PNG bytes) by a factor with Omniinfer's upscaler."""
 
@@ -130,6 +174,10 @@ class UpscaleRequest:
 
 
 class TaskStatus(IntEnum):
+    """`/v2/progress` statuses. `UNKNOWN` stands for any value the API documents nowhere: it
+    is not final, so a caller keeps polling until the task ends or its own wait runs out."""
+
+    UNKNOWN = -1
     QUEUED = 0
     RUNNING = 1
     SUCCEEDED = 2
@@ -201,12 +249,15 @@ class Progress:
     def parse(cls, task_id: str, data: object) -> Progress:
         if not isinstance(data, dict):
             raise MalformedResponse(f"progress for {task_id}: data is not an object")
+        raw_status = data.get("status")
         try:
-            status = TaskStatus(int(data.get("status")))
-        except (TypeError, ValueError) as exc:
-            raise MalformedResponse(
-                f"progress for {task_id}: unknown status {data.get('status')!r}"
-            ) from exc
+            status = TaskStatus(int(raw_status))  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            status = TaskStatus.UNKNOWN
+        if isinstance(raw_status, bool) or (
+            isinstance(raw_status, float) and not raw_status.is_integer()
+        ):
+            status = TaskStatus.UNKNOWN
         return cls(
             task_id=task_id,
             status=status,

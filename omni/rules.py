@@ -112,6 +112,12 @@ SDXL_SIZES: tuple[tuple[int, int], ...] = (
 )
 DEFAULT_SIZE = (1024, 1024)
 
+# Image-to-image: how far from the starting picture (0 keeps it, 1 ignores it); the SDK's
+# default. The picture is sent base64 in the JSON body, so its size is capped.
+DENOISING_STRENGTH = Bounds(0.0, 1.0)
+DEFAULT_DENOISING_STRENGTH = 0.75
+MAX_INIT_IMAGE_BYTES = 10 * 1024 * 1024
+
 # Upscale: Omniinfer's upscaler with the factors worth paying for.
 DEFAULT_UPSCALER = "R-ESRGAN 4x+"
 UPSCALE_FACTOR = Bounds(1.0, 4.0)

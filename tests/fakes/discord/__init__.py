@@ -1,5 +1,6 @@
 """A local fake Discord that the real discord.py talks to (see server.py)."""
 
+from tests.fakes.discord.gateway import Session
 from tests.fakes.discord.limits import BucketSize, MessageLimits, RateLimiter
 from tests.fakes.discord.records import Call, InteractionRecord, Rejection, Snapshot, Upload
 from tests.fakes.discord.server import FakeDiscord
@@ -11,6 +12,7 @@ from tests.fakes.discord.state import (
     Member,
     Message,
     Role,
+    SessionStartLimit,
     User,
 )
 
@@ -29,6 +31,8 @@ __all__ = [
     "RateLimiter",
     "Rejection",
     "Role",
+    "Session",
+    "SessionStartLimit",
     "Snapshot",
     "Upload",
     "User",

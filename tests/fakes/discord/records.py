@@ -143,6 +143,8 @@ class InteractionRecord:
     payload: dict[str, Any]
     created: float  # the fake's clock at dispatch
     message: Message | None = None  # the message a clicked component sits on
+    session_id: str | None = None  # the gateway session it was sent to (see FakeDiscord.sessions)
+    shard: tuple[int, int] | None = None  # that session's [shard_id, num_shards]
     response_type: int | None = None
     original: Message | None = None  # the response message, as it is now
     token_revoked: bool = False

@@ -83,9 +83,14 @@ class Rest:
         return json_response({"url": self.fake.gateway_url})
 
     async def gateway_bot(self, request: web.Request) -> web.Response:
-        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+        """Where to connect, how many shards to run and how many IDENTIFYs are left
+        (https://discord.com/developers/docs/events/gateway#get-gateway-bot)."""
         return json_response(
-            {"url": self.fake.gateway_url, "shards": 1, "session_start_limit": limit}
+            {
+                "url": self.fake.gateway_url,
+                "shards": self.fake.shard_count_recommended,
+                "session_start_limit": _app(request).session_start_limit.to_json(),
+            }
         )
 
     async def application(self, request: web.Request) -> web.Response:

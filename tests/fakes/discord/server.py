@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import discord
 import yarl
 from aiohttp import web
 
-from tests.fakes.discord.commands import AppCommands, command_data
-from tests.fakes.discord.gateway import Gateway
+from tests.fakes.discord.commands import CHAT_INPUT, AppCommands, command_data
+from tests.fakes.discord.gateway import Gateway, Session
 from tests.fakes.discord.limits import MessageLimits, RateLimiter
 from tests.fakes.discord.records import InteractionRecord, Rejection, RequestLog, Signal
 from tests.fakes.discord.rest import Rest
 from tests.fakes.discord.state import (
+    ADMINISTRATOR,
     DEFAULT_UPLOAD_LIMIT,
     Application,
     Channel,
@@ -33,12 +35,16 @@ from tests.fakes.discord.state import (
     Member,
     Message,
     World,
+    bot_token,
     snowflake,
 )
 from tests.fakes.discord.webhooks import APPLICATION_COMMAND, COMPONENT, Webhooks
 from tests.fakes.discord.wire import API, Fault, Faults, middleware
 
 DEFAULT_MESSAGE_LIMITS = MessageLimits()
+# https://discord.com/developers/docs/reference#api-versioning: 10 and 9 are available.
+GATEWAY_VERSIONS = frozenset({9, 10})
+MAX_GUILDS_PER_SHARD = 2500  # https://discord.com/developers/docs/events/gateway#sharding
 MAX_BODY = 512 * 1024 * 1024  # let the fake, not aiohttp, decide what is too large
 BUTTON = 2
 
@@ -50,6 +56,11 @@ class FakeDiscord:
     recorded times; `advance()` moves it on without sleeping. Set `ack_deadline`,
     `token_lifetime` or `message_limits` to None to switch that rule off, and
     `rate_limits.enabled = False` to switch rate limits off.
+
+    Sharding: GET /gateway/bot recommends `recommended_shards` (raised to what
+    `max_guilds_per_shard` requires, as Discord's recommendation always is); a session whose
+    shard would hold more than `max_guilds_per_shard` guilds is closed with 4011. Set
+    `gateway_versions` or `valid_intents` to have IDENTIFY closed with 4012 or 4013.
     """
 
     def __init__(
@@ -61,6 +72,8 @@ class FakeDiscord:
         rate_limits: RateLimiter | None = None,
         message_limits: MessageLimits | None = DEFAULT_MESSAGE_LIMITS,
         bot_name: str = "Imagine",
+        recommended_shards: int = 1,
+        max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD,
     ) -> None:
         self.ack_deadline = ack_deadline
         self.token_lifetime = token_lifetime
@@ -68,6 +81,10 @@ class FakeDiscord:
         self.message_limits = message_limits
         self.upload_delay = 0.0  # extra seconds for any request with files: a slow upload
         self.answer_delay = 0.0  # seconds an accepted interaction callback's answer is held
+        self.recommended_shards = recommended_shards
+        self.max_guilds_per_shard = max_guilds_per_shard
+        self.gateway_versions: frozenset[int] = GATEWAY_VERSIONS  # else IDENTIFY gets 4012
+        self.valid_intents = discord.Intents.all().value  # other bits: IDENTIFY gets 4013
         self.world = World()
         self._apps: dict[str, Application] = {}
         self._commands: dict[int, AppCommands] = {}
@@ -167,6 +184,15 @@ class FakeDiscord:
     def app_for_token(self, token: str) -> Application | None:
         return self._apps.get(token)
 
+    def reset_token(self, app: Application | None = None) -> str:
+        """Give the bot a new token, as "Reset Token" does: the old one then fails to log in
+        (401) and to IDENTIFY (4004). Returns the new token."""
+        app = app or self.app
+        del self._apps[app.token]
+        app.token = bot_token(app.id)
+        self._apps[app.token] = app
+        return app.token
+
     def app_by_id(self, app_id: int) -> Application:
         return next(a for a in self._apps.values() if a.id == app_id)
 
@@ -182,11 +208,47 @@ class FakeDiscord:
     def global_commands(self) -> list[dict[str, Any]]:
         return self._commands[self.app.id].global_
 
+    def listed_commands(
+        self, guild: Guild, member: Member | None = None, *, app: Application | None = None
+    ) -> list[str]:
+        """The slash commands a member of `guild` is offered: the guild's commands, then the
+        global ones. A name synced both ways is listed twice, as Discord's client shows it.
+        With `member`, commands whose `default_member_permissions` they lack are left out
+        (https://discord.com/developers/docs/interactions/application-commands#permissions)."""
+        commands = self.commands_of(app or self.app)
+        both = [*commands.guilds.get(guild.id, []), *commands.global_]
+        permissions = None if member is None else member.permissions
+        return [
+            c["name"]
+            for c in both
+            if c["type"] == CHAT_INPUT and _may_use(c["default_member_permissions"], permissions)
+        ]
+
     # -- the world tests build -------------------------------------------------------------
 
-    def add_guild(self, name: str = "Test Server", *, upload_limit: int | None = None) -> Guild:
-        """A guild with an owner and @everyone; the bots are in it once they connect."""
-        return self.world.add_guild(name, upload_limit=upload_limit or DEFAULT_UPLOAD_LIMIT)
+    def add_guild(
+        self,
+        name: str = "Test Server",
+        *,
+        upload_limit: int | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> Guild:
+        """A guild with an owner and @everyone; the bots are in it once they connect. With
+        `shard=(shard_id, count)` its id puts it on that shard when the bot runs `count`
+        shards: `(guild.id >> 22) % count == shard_id`."""
+        limit = upload_limit or DEFAULT_UPLOAD_LIMIT
+        return self.world.add_guild(name, upload_limit=limit, shard=shard)
+
+    @property
+    def required_shards(self) -> int:
+        """The fewest shards that leave at most `max_guilds_per_shard` guilds per shard, if
+        the guilds spread evenly (ids from `add_guild(shard=...)` choose where they go)."""
+        return max(1, math.ceil(len(self.world.guilds) / self.max_guilds_per_shard))
+
+    @property
+    def shard_count_recommended(self) -> int:
+        """What GET /gateway/bot answers as `shards`."""
+        return max(self.recommended_shards, self.required_shards)
 
     def add_channel(self, guild: Guild, name: str, *, nsfw: bool = False) -> Channel:
         return guild.add_channel(name, nsfw=nsfw)
@@ -237,6 +299,31 @@ class FakeDiscord:
         app = app or self.app
         await self.changed.wait_for(lambda: not self.gateway.live(app), timeout, "a disconnect")
 
+    def sessions(self, app: Application | None = None) -> list[Session]:
+        """The bot's connected gateway sessions, oldest first (one per shard per process)."""
+        return self.gateway.live(app or self.app)
+
+    async def wait_for_shards(
+        self,
+        shard_ids: Iterable[int],
+        shard_count: int,
+        *,
+        app: Application | None = None,
+        timeout: float = 10.0,
+    ) -> dict[int, Session]:
+        """Wait until each of `shard_ids` (of `shard_count` shards) has a connected session
+        that has been sent READY and its guilds, from any process; returns them by shard id."""
+        app = app or self.app
+        wanted = set(shard_ids)
+
+        def connected() -> bool:
+            return wanted <= self.gateway.shard_sessions(app, shard_count).keys()
+
+        what = f"shards {sorted(wanted)} of {shard_count} to connect"
+        await self.changed.wait_for(connected, timeout, what)
+        found = self.gateway.shard_sessions(app, shard_count)
+        return {shard_id: found[shard_id] for shard_id in sorted(wanted)}
+
     async def connect(self, client: discord.Client, timeout: float = 10.0) -> asyncio.Task[None]:
         """Log `client` in as the default bot and wait until both sides are ready; returns
         the task running its connection (hand it to `disconnect`)."""
@@ -247,11 +334,28 @@ class FakeDiscord:
         return connection
 
     async def disconnect(self, client: discord.Client, connection: asyncio.Task[None]) -> None:
-        """Close `client` and wait until the fake has seen its session go."""
+        """Close `client` and wait until the fake has seen its sessions go (other clients of
+        the same bot, e.g. other shards' processes, stay connected)."""
+        app = self.app_for_token(client.http.token or "") or self.app
+        mine = self._sessions_of(client, app)
         await client.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await connection
-        await self.wait_until_disconnected()
+
+        def gone() -> bool:
+            return not any(s.connected for s in mine)
+
+        await self.changed.wait_for(gone, 10.0, f"{len(mine)} session(s) to close")
+
+    def _sessions_of(self, client: discord.Client, app: Application) -> list[Session]:
+        """The fake's sessions of a connected discord.py client: its websocket's session, or
+        for an AutoShardedClient the sessions of its shards."""
+        if isinstance(client, discord.AutoShardedClient):
+            count = client.shard_count or 1
+            ids = set(client.shards)
+            return [s for s in self.gateway.live(app) if s.shard[1] == count and s.shard[0] in ids]
+        session_id = client.ws.session_id if client.ws is not None else None
+        return [s for s in self.gateway.live(app) if s.id == session_id]
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -359,5 +463,16 @@ class FakeDiscord:
             message=message,
         )
         self.interactions[token] = record
-        await self.gateway.dispatch(app, "INTERACTION_CREATE", payload, guild.id)
+        session = await self.gateway.dispatch(app, "INTERACTION_CREATE", payload, guild.id)
+        record.session_id, record.shard = session.id, session.shard
+        self.changed.notify()
         return record
+
+
+def _may_use(required: str | None, permissions: int | None) -> bool:
+    """Whether a member with `permissions` (None: anyone) is offered a command needing
+    `required`: "0" leaves it to administrators, who (like owners) may use every command."""
+    if required is None or permissions is None or permissions & ADMINISTRATOR:
+        return True
+    needed = int(required)
+    return needed != 0 and permissions & needed == needed

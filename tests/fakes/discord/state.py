@@ -33,10 +33,25 @@ PREMIUM_TIERS = ((100 * 1024 * 1024, 3), (50 * 1024 * 1024, 2))
 _counter = itertools.count()
 
 
-def snowflake() -> int:
-    """A real-looking, unique, increasing snowflake (discord.py reads times from them)."""
+def snowflake(shard: tuple[int, int] | None = None) -> int:
+    """A real-looking, unique snowflake (discord.py reads times from them), increasing unless
+    `shard` is given: then `(id >> 22) % count == shard_id` (Discord's guild-to-shard formula),
+    by moving the timestamp back by less than `count` milliseconds."""
     millis = int(time.time() * 1000) - DISCORD_EPOCH_MS
+    if shard is not None:
+        shard_id, count = shard
+        if not 0 <= shard_id < count:
+            raise ValueError(f"no shard {shard_id} among {count} shards")
+        millis -= (millis - shard_id) % count
     return (millis << 22) | (next(_counter) & 0x3FFFFF)
+
+
+def shard_of(guild_id: int | None, count: int) -> int:
+    """The shard that receives a guild's events; DMs (no guild) go to shard 0.
+
+    https://discord.com/developers/docs/events/gateway#sharding
+    """
+    return 0 if guild_id is None else (guild_id >> 22) % count
 
 
 def snowflake_time(value: int) -> datetime:
@@ -68,6 +83,27 @@ class User:
         }
 
 
+@dataclass
+class SessionStartLimit:
+    """`session_start_limit` of GET /gateway/bot: each IDENTIFY spends one of `remaining`.
+
+    https://discord.com/developers/docs/events/gateway#session-start-limit-object
+    """
+
+    total: int = 1000
+    remaining: int = 1000
+    reset_after: int = 0  # milliseconds
+    max_concurrency: int = 1  # IDENTIFYs per 5 seconds (not enforced by the fake)
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "remaining": self.remaining,
+            "reset_after": self.reset_after,
+            "max_concurrency": self.max_concurrency,
+        }
+
+
 @dataclass(eq=False)
 class Application:
     """A bot application: its user, its token and what its integration role may do."""
@@ -78,6 +114,7 @@ class Application:
     token: str
     permissions: int = ALL_PERMISSIONS
     privileged_intents: int = 0  # GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT bits allowed
+    session_start_limit: SessionStartLimit = field(default_factory=SessionStartLimit)
 
     @classmethod
     def create(cls, name: str) -> Application:
@@ -452,8 +489,15 @@ class World:
     messages: dict[int, Message] = field(default_factory=dict)
     attachments: dict[int, Attachment] = field(default_factory=dict)
 
-    def add_guild(self, name: str, *, upload_limit: int = DEFAULT_UPLOAD_LIMIT) -> Guild:
-        guild_id = snowflake()
+    def add_guild(
+        self,
+        name: str,
+        *,
+        upload_limit: int = DEFAULT_UPLOAD_LIMIT,
+        shard: tuple[int, int] | None = None,
+    ) -> Guild:
+        """A guild; with `shard=(shard_id, count)` its id puts it on that shard."""
+        guild_id = snowflake(shard)
         everyone = Role(guild_id, "@everyone", EVERYONE_PERMISSIONS)  # @everyone shares the id
         guild = Guild(guild_id, name, self, everyone, upload_limit=upload_limit)
         owner = User(snowflake(), f"{name} owner")

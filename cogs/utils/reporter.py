@@ -121,7 +121,7 @@ class DiscordReporter:
     async def deliver(self, job: Job, images: list[bytes]) -> Posted:
         await self._quiesce(job.id)
         limit = job.origin.upload_limit
-        groups = batches(fit(images, limit, stem=file_stem(job.id)), limit)
+        groups = batches(await fit(images, limit, stem=file_stem(job.id)), limit)
         first = groups[0]
         mention = f"<@{job.origin.user_id}>"
         result = embeds.result_embeds(job, [u.filename for u in first], mention)

@@ -3,16 +3,25 @@
 A message takes at most 10 attachments and the guild caps each upload (10 MiB unboosted);
 the request as a whole is held to the same cap here. Images too big alone are re-encoded
 (PNG optimised, then WebP); the rest are split across messages.
+
+Re-encoding decodes the image with Pillow, which takes seconds for a large one: it runs on
+the image worker threads (`backends.untrusted.run_in_image_thread`), never on the event loop,
+and an image over the pixel cap is refused from its header before anything is decoded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass
 
 from PIL import Image
 
+from backends.untrusted import ImageLimits, open_image, run_in_image_thread
+from jobs.backend import BadOutput
+
 MAX_ATTACHMENTS = 10
+DEFAULT_LIMITS = ImageLimits()
 _WEBP_QUALITIES = (92, 85, 75, 60)
 
 
@@ -23,19 +32,27 @@ class Upload:
 
 
 def file_stem(job_id: str) -> str:
-    """Image N of a job is uploaded as `{stem}_{N}.png` (or `.webp` when re-encoded)."""
+    """Image N of a job is uploaded as `{stem}_{N}.png` (`.jpg`/`.webp` for those formats,
+    and `.webp` when re-encoded)."""
     return f"sdxl_{job_id[:8]}"
 
 
-def fit(images: list[bytes], size_limit: int, stem: str) -> list[Upload]:
-    """Each image as an upload no bigger than `size_limit` bytes."""
-    uploads = []
-    for index, data in enumerate(images):
+async def fit(
+    images: list[bytes], size_limit: int, stem: str, *, limits: ImageLimits = DEFAULT_LIMITS
+) -> list[Upload]:
+    """Each image as an upload no bigger than `size_limit` bytes, in order.
+
+    Images within `size_limit` are kept byte for byte (not decoded). Larger ones are
+    re-encoded in a worker thread; raises `jobs.backend.BadOutput` when such an image is over
+    `limits.max_pixels` (judged from its header) or does not decode.
+    """
+
+    async def one(index: int, data: bytes) -> Upload:
         if len(data) <= size_limit:
-            uploads.append(Upload(f"{stem}_{index}.png", data))
-        else:
-            uploads.append(_shrink(data, size_limit, f"{stem}_{index}"))
-    return uploads
+            return Upload(f"{stem}_{index}.{_extension(data)}", data)
+        return await run_in_image_thread(_shrink, data, size_limit, f"{stem}_{index}", limits)
+
+    return list(await asyncio.gather(*(one(i, data) for i, data in enumerate(images))))
 
 
 def batches(uploads: list[Upload], size_limit: int) -> list[list[Upload]]:
@@ -53,9 +70,22 @@ def batches(uploads: list[Upload], size_limit: int) -> list[list[Upload]]:
     return groups
 
 
-def _shrink(data: bytes, size_limit: int, name: str) -> Upload:
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
+def _extension(data: bytes) -> str:
+    """The file extension from the first bytes (no decoding): APIs may send JPEG or WebP."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return "png"
+
+
+def _shrink(data: bytes, size_limit: int, name: str, limits: ImageLimits) -> Upload:
+    """Blocks for seconds on a large image: runs on an image worker thread only."""
+    with open_image(data, limits) as image:
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise BadOutput(f"image {name} does not decode ({exc})") from None
         optimised = _encode(image, "PNG", optimize=True)
         if len(optimised) <= size_limit:
             return Upload(f"{name}.png", optimised)

@@ -20,6 +20,7 @@ import discord
 from discord.ext import commands
 from dotenv import find_dotenv, load_dotenv
 
+from backends.build import Built, build_backend
 from clock import Clock, system_clock
 from cogs.utils.buttons import result_view
 from cogs.utils.reporter import DiscordReporter
@@ -28,7 +29,6 @@ from jobs.admission import Admission
 from jobs.intake import Intake
 from jobs.runner import JobRunner
 from jobs.store import JobStore
-from omni import OmniClient
 from quota import ledger
 from quota.moderation import Moderation
 from services import Services
@@ -38,7 +38,7 @@ from storage import Database, open_database
 
 log = logging.getLogger("bot")
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits", "cogs.gallery")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits", "cogs.gallery", "cogs.history")
 
 
 class ImagineBot(commands.Bot):
@@ -54,43 +54,36 @@ class ImagineBot(commands.Bot):
         self.settings = settings
         self.clock = clock
         self.session: aiohttp.ClientSession | None = None
-        self.emulator: object | None = None
+        self.backend: Built | None = None
         self.db: Database | None = None
         self._closing: asyncio.Future[None] | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
         self.session = aiohttp.ClientSession()
-        base_url = settings.omni_base_url
-        if settings.sandbox:
-            from omni.emulator import Emulator
-
-            emulator = Emulator(api_key=settings.omni_api_key, duration=settings.sandbox_duration)
-            base_url = await emulator.start("127.0.0.1", 0)
-            self.emulator = emulator
-            log.info("sandbox mode: Omniinfer emulator at %s; no credit is spent", base_url)
         self.db = db = await open_database(settings.database_url)
         async with db.transaction() as conn:
             await ledger.ensure_account(conn, settings.account_credit, self.clock())
-        client = OmniClient(
-            settings.omni_api_key,
-            base_url=base_url,
-            session=self.session,
-            timeout=aiohttp.ClientTimeout(total=settings.omni_timeout, sock_connect=10),
-        )
+        self.backend = built = await build_backend(settings, self.session)
+        if settings.sandbox:
+            log.info(
+                "sandbox mode: %s emulator at %s; no credit is spent",
+                settings.backend,
+                built.base_url,
+            )
         store = JobStore(db, self.clock)
         intake = Intake(db, self.clock)
         moderation = Moderation(db, self.clock)
         reporter = DiscordReporter(
             self,
-            result_view=result_view,
+            result_view=lambda job: result_view(job, built.backend.capabilities),
             moderator_channels=moderation.modlog_channels,
             clock=self.clock,
         )
         runner = JobRunner(
             db,
             store,
-            client,
+            built.backend,
             reporter,
             self.clock,
             sources=DiscordSourceImages(self, store),
@@ -108,7 +101,7 @@ class ImagineBot(commands.Bot):
             settings=settings,
             clock=self.clock,
             db=db,
-            client=client,
+            backend=built.backend,
             jobs=store,
             admission=admission,
             intake=intake,
@@ -146,10 +139,10 @@ class ImagineBot(commands.Bot):
         await super().close()
         if self.db is not None:
             await self.db.close()
+        if self.backend is not None:
+            await self.backend.close()
         if self.session is not None:
             await self.session.close()
-        if self.emulator is not None:
-            await self.emulator.stop()  # type: ignore[attr-defined]
 
 
 def configure_logging(settings: Settings) -> None:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from clock import Clock
 from jobs.admission import Admission
+from jobs.backend import Backend
 from jobs.intake import Intake
 from jobs.runner import JobRunner
 from jobs.store import JobStore
-from omni import OmniClient
 from quota.moderation import Moderation
 from settings import Settings
 from sharing.gallery import Gallery
@@ -22,7 +22,7 @@ class Services:
     settings: Settings
     clock: Clock
     db: Database
-    client: OmniClient
+    backend: Backend
     jobs: JobStore
     admission: Admission
     intake: Intake

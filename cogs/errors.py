@@ -13,12 +13,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils.replies import answer
+from cogs.utils.wording import UNEXPECTED
+
 if TYPE_CHECKING:
     from bot import ImagineBot
 
 log = logging.getLogger(__name__)
-
-UNEXPECTED = "❌ Something went wrong on the bot's side. Nothing was charged; please try again."
 
 
 def describe(error: app_commands.AppCommandError) -> str:
@@ -31,21 +32,6 @@ def describe(error: app_commands.AppCommandError) -> str:
     if isinstance(error, app_commands.TransformerError):
         return f"❌ **{error.transformer.type.name.lower()}** option: {error.value!r} is not valid."
     return UNEXPECTED
-
-
-async def answer(interaction: discord.Interaction, text: str) -> None:
-    try:
-        if interaction.response.is_done():
-            thinking = discord.InteractionResponseType.deferred_channel_message
-            if interaction.response.type is thinking:
-                # The first followup would take the place of the public "thinking" reply:
-                # remove that first, so the error goes to the member alone.
-                await interaction.delete_original_response()
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException as error:
-        log.warning("could not report an error to the member: %s", error)
 
 
 class Errors(commands.Cog):

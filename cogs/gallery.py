@@ -1,36 +1,27 @@
-"""Community sharing: the gallery channel, votes, `/history`, Variations and Upscale.
-
-Variations and Upscale are jobs like any other: they go through the same admission (limits,
-credit) and the same runner as `/imagine`.
-"""
+"""Community sharing: the gallery channel, Share and votes."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils import embeds
-from cogs.utils.buttons import GALLERY_BUTTONS, vote_view
+from cogs.utils import embeds, wording
+from cogs.utils.buttons import GALLERY_BUTTONS, bind_gallery_buttons, vote_view
 from cogs.utils.checks import require_moderator
-from jobs.model import Job, JobKind, JobState
-from omni import rules
+from cogs.utils.guards import known_guild
+from jobs.model import Job
 from sharing.gallery import ShareRefusal
 
 if TYPE_CHECKING:
     from bot import ImagineBot
-    from cogs.imagine import Imagine
     from services import Services
 
 log = logging.getLogger(__name__)
-
-HISTORY_PAGE = 5
 
 
 class Gallery(commands.Cog):
@@ -47,11 +38,8 @@ class Gallery(commands.Cog):
     def services(self) -> Services:
         return self.bot.services
 
-    @property
-    def imagine(self) -> Imagine:
-        return self.bot.get_cog("Imagine")  # type: ignore[return-value]
-
     async def cog_load(self) -> None:
+        bind_gallery_buttons(share=self.on_share, vote=self.on_vote)
         self.bot.add_dynamic_items(*GALLERY_BUTTONS)
 
     async def cog_unload(self) -> None:
@@ -89,41 +77,21 @@ class Gallery(commands.Cog):
         embed = discord.Embed(title=f"Top images ({period})", description="\n".join(lines))
         await interaction.response.send_message(embed=embed)
 
-    @app_commands.command(name="history", description="Your recent images")
-    @app_commands.guild_only()
-    @app_commands.describe(user="Moderators: whose history to show", page="Page number")
-    async def history(
-        self,
-        interaction: discord.Interaction,
-        user: discord.Member | None = None,
-        page: app_commands.Range[int, 1, 1000] = 1,
-    ) -> None:
-        others = user is not None and user.id != interaction.user.id
-        if others and not interaction.permissions.manage_guild:
-            await interaction.response.send_message(
-                "⛔ Only moderators can see another member's history.", ephemeral=True
-            )
-            return
-        member = user or interaction.user
-        guild_id = interaction.guild_id or 0
-        total = await self.services.jobs.count_for(guild_id, member.id)
-        pages = max(1, -(-total // HISTORY_PAGE))
-        page = min(max(page, 1), pages)
-        jobs = await self.services.jobs.history(
-            guild_id, member.id, limit=HISTORY_PAGE, offset=(page - 1) * HISTORY_PAGE
-        )
-        embed = discord.Embed(title=f"Recent images of {member.display_name}")
-        for job in jobs:
-            embed.add_field(name=_history_title(job), value=_history_line(job), inline=False)
-        if not jobs:
-            embed.description = "No images yet. Try `/imagine`!"
-        embed.set_footer(text=f"Page {page} of {pages} · {total} job(s) · use page: to turn")
-        await interaction.response.send_message(embed=embed, ephemeral=True)
-
     # -- buttons ---------------------------------------------------------------------------
 
+    async def job_for(self, interaction: discord.Interaction, job_id: str) -> Job | None:
+        """The job a button belongs to, if it belongs to the server it was pressed in."""
+        guild_id = await known_guild(interaction)
+        if guild_id is None:
+            return None
+        job = await self.services.jobs.get(job_id)
+        if job is None or job.origin.guild_id != guild_id:
+            await interaction.response.send_message(wording.JOB_UNKNOWN, ephemeral=True)
+            return None
+        return job
+
     async def on_share(self, interaction: discord.Interaction, job_id: str) -> None:
-        job = await self.imagine.job_for(interaction, job_id)
+        job = await self.job_for(interaction, job_id)
         if job is None:
             return
         gallery_id = await self.services.gallery.channel(job.origin.guild_id or 0)
@@ -188,64 +156,6 @@ class Gallery(commands.Cog):
     async def _author_of(self, job_id: str) -> int | None:
         job = await self.services.jobs.get(job_id)
         return job.origin.user_id if job else None
-
-    async def on_variations(self, interaction: discord.Interaction, job_id: str) -> None:
-        job = await self.imagine.job_for(interaction, job_id)
-        if job is None:
-            return
-        seeds = job.result.seeds if job.result and job.result.seeds else ()
-        base = seeds[0] if seeds else 0
-        # Seeds next to the original: the same composition, gently varied.
-        seed = (base + job.request.image_count) % (int(rules.SEED.high) + 1)
-        await self.imagine.start_job(interaction, replace(job.request, seed=seed), parent=job)
-
-    async def on_upscale(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
-        job = await self.imagine.job_for(interaction, job_id)
-        if job is None:
-            return
-        if not job.images_posted or index >= job.request.image_count:
-            await interaction.response.send_message(
-                "That image is not available to upscale.", ephemeral=True
-            )
-            return
-        await self.imagine.start_job(
-            interaction,
-            replace(job.request, batch_size=1, n_iter=1),
-            parent=job,
-            kind=JobKind.UPSCALE,
-            upscale_index=index,
-        )
-
-    async def remove_post(self, job_id: str) -> None:
-        """Called when a job's images are deleted: its gallery post goes too."""
-        post = await self.services.gallery.remove(job_id)
-        if post is None or post.message_id is None:
-            return
-        channel = self.bot.get_channel(post.channel_id)
-        if isinstance(channel, discord.TextChannel):
-            with contextlib.suppress(discord.NotFound):
-                await channel.get_partial_message(post.message_id).delete()
-
-
-def _history_title(job: Job) -> str:
-    kind = "Upscale" if job.kind is JobKind.UPSCALE else "Image"
-    return embeds.truncate(f"{kind} · <t:{int(job.created_at)}:R> · {job.state.value}", 256)
-
-
-def _history_line(job: Job) -> str:
-    r = job.request
-    seeds = embeds.seed_text(job.result.seeds) if job.result else "—"
-    line = (
-        f"{embeds.truncate(r.prompt, 200)}\n"
-        f"{r.sampler_name} · {r.steps} steps · cfg {r.cfg_scale:g} · seed {seeds} · "
-        f"{r.width}×{r.height}"
-    )
-    if job.message_id and job.state is JobState.DONE and job.deleted_at is None:
-        line += (
-            f"\nhttps://discord.com/channels/{job.origin.guild_id}/"
-            f"{job.origin.channel_id}/{job.message_id}"
-        )
-    return embeds.truncate(line, 1024)
 
 
 async def setup(bot: ImagineBot) -> None:

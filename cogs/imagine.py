@@ -1,55 +1,49 @@
-"""`/imagine` and the buttons on its replies (Reroll, Details, Delete).
+"""`/imagine` and every button that launches or acts on a job: Reroll, Variations, Upscale,
+Details and Delete.
 
 The cog turns interactions into domain calls and domain answers into messages; the rules
-(SDXL bounds, limits, credit) live in `omni/`, `jobs/` and `quota/`.
+(the backend's options, limits, credit) live in `jobs/`, `quota/` and the backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils import embeds
-from cogs.utils.buttons import IMAGINE_BUTTONS
+from cogs.utils import attachments, buttons, embeds, wording
+from cogs.utils.guards import known_guild
+from cogs.utils.messages import delete_messages
+from cogs.utils.replies import answer
 from jobs.admission import Refused, Ticket
+from jobs.backend import RANDOM_SEED, Generation
 from jobs.intake import PendingRequest
 from jobs.model import TOKEN_LIFETIME, Job, JobKind, Origin
-from jobs.requests import IMAGES_PER_JOB, ImagineOptions, build_request, reroll
-from omni import InvalidRequest, Txt2ImgRequest, rules
+from jobs.requests import (
+    DEFAULT_STRENGTH,
+    NEGATIVE_PROMPT_LENGTH,
+    PROMPT_LENGTH,
+    SDXL_SIZES,
+    ImagineOptions,
+    InvalidOption,
+    build_request,
+    reroll,
+    size_label,
+    variation,
+    with_channel_rules,
+)
+from storage import StorageError
 
 if TYPE_CHECKING:
     from bot import ImagineBot
     from services import Services
 
 log = logging.getLogger(__name__)
-
-# The omni field a validation error names → the option the member typed.
-OPTION_NAMES = {
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "sampler_name": "sampler",
-    "steps": "steps",
-    "cfg_scale": "cfg_scale",
-    "seed": "seed",
-    "size": "size",
-    "batch_size": "images",
-    "images": "images",
-}
-
-
-def option_error(error: InvalidRequest) -> str:
-    """`❌ steps: must be ...` with the option's name as the member sees it."""
-    text = error.message
-    if error.field:
-        name = OPTION_NAMES.get(error.field, error.field)
-        text = re.sub(rf"^{re.escape(error.field)}:", f"**{name}**:", text)
-    return f"❌ {text}"
 
 
 def refusal_text(refused: Refused) -> str:
@@ -69,45 +63,52 @@ class Imagine(commands.Cog):
         return self.bot.services
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(*IMAGINE_BUTTONS)
+        buttons.bind_job_buttons(
+            reroll=self.on_reroll,
+            variation=self.on_variation,
+            upscale=self.on_upscale,
+            details=self.on_details,
+            delete=self.on_delete,
+        )
+        self.bot.add_dynamic_items(*buttons.JOB_BUTTONS)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(*IMAGINE_BUTTONS)
+        self.bot.remove_dynamic_items(*buttons.JOB_BUTTONS)
 
     @app_commands.command(name="imagine", description="Generate images with SDXL 1.0")
     @app_commands.guild_only()
     @app_commands.describe(
         prompt="What to draw",
         negative_prompt="What to keep out of the image",
-        sampler="Sampling method (default DPM++ SDE Karras)",
-        steps=f"Denoising steps, {rules.STEPS.describe()} (default {rules.DEFAULT_STEPS})",
-        cfg_scale=f"How closely to follow the prompt, {rules.CFG_SCALE.describe()} "
-        f"(default {rules.DEFAULT_CFG_SCALE:g})",
+        sampler="Sampling method (the list follows the bot's image server)",
+        steps="Denoising steps (default 20)",
+        cfg_scale="CFG scale: how closely to follow the prompt (default 7)",
         seed="A seed to repeat an image; -1 or empty for random",
         size="Width×height (SDXL's native one-megapixel sizes)",
-        images=f"How many images, {IMAGES_PER_JOB.describe()} (default 1)",
+        images="How many images (default 1)",
+        image="Start from this picture (image-to-image)",
+        strength=f"With image: denoising strength, 0 keeps it, 1 ignores it "
+        f"(default {DEFAULT_STRENGTH:g})",
     )
     @app_commands.choices(
-        size=[
-            app_commands.Choice(name=f"{w}×{h}", value=rules.size_label(w, h))
-            for w, h in rules.SDXL_SIZES
-        ]
+        size=[app_commands.Choice(name=f"{w}×{h}", value=size_label(w, h)) for w, h in SDXL_SIZES]
     )
     async def imagine(
         self,
         interaction: discord.Interaction,
-        prompt: app_commands.Range[str, 1, int(rules.PROMPT_LENGTH.high)],
-        negative_prompt: app_commands.Range[str, 0, int(rules.NEGATIVE_PROMPT_LENGTH.high)]
-        | None = None,
-        sampler: str | None = None,
-        steps: app_commands.Range[int, int(rules.STEPS.low), int(rules.STEPS.high)] | None = None,
-        cfg_scale: app_commands.Range[float, rules.CFG_SCALE.low, rules.CFG_SCALE.high]
-        | None = None,
-        seed: app_commands.Range[int, -1, int(rules.SEED.high)] | None = None,
-        size: str | None = None,
-        images: app_commands.Range[int, int(IMAGES_PER_JOB.low), int(IMAGES_PER_JOB.high)]
-        | None = None,
+        prompt: app_commands.Range[str, 1, PROMPT_LENGTH],
+        negative_prompt: app_commands.Range[str, 0, NEGATIVE_PROMPT_LENGTH] | None = None,
+        sampler: app_commands.Range[str, 1, 100] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg_scale: app_commands.Range[float, 1.0, 30.0] | None = None,
+        seed: app_commands.Range[int, -1, 2**32 - 1] | None = None,
+        size: app_commands.Range[str, 1, 20] | None = None,
+        images: app_commands.Range[int, 1, 4] | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
+        if await known_guild(interaction) is None:
+            return
         options = ImagineOptions(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -117,15 +118,26 @@ class Imagine(commands.Cog):
             seed=seed,
             size=size,
             images=images,
+            strength=strength,
         )
+        capabilities = self.services.backend.capabilities
         try:
+            # Cheap checks first: a bad option is refused before the attachment is read.
+            build_request(options, capabilities, **self._channel_rules(interaction))
+            init_image = None
+            if image is not None:
+                init_image, fitted = await attachments.read_init_image(image, capabilities.sizes)
+                options = replace(options, size=size_label(*fitted))
             request = build_request(
-                options,
-                age_restricted=_age_restricted(interaction),
-                safety_negative_prompt=self.services.settings.safety_negative_prompt,
+                options, capabilities, init_image=init_image, **self._channel_rules(interaction)
             )
-        except InvalidRequest as error:
-            await interaction.response.send_message(option_error(error), ephemeral=True)
+        except InvalidOption as error:
+            await interaction.response.send_message(wording.option_error(error), ephemeral=True)
+            return
+        except attachments.UnusableAttachment as error:
+            await interaction.response.send_message(
+                wording.attachment_error(error.reason), ephemeral=True
+            )
             return
         await self.start_job(interaction, request)
 
@@ -134,30 +146,41 @@ class Imagine(commands.Cog):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         typed = current.lower()
-        matches = [s for s in rules.SDXL_SAMPLERS if typed in s.lower()]
+        offered = self.services.backend.capabilities.samplers
+        matches = [s for s in offered if typed in s.lower()]
         return [app_commands.Choice(name=s, value=s) for s in matches[:25]]
+
+    def _channel_rules(self, interaction: discord.Interaction) -> dict[str, object]:
+        return {
+            "age_restricted": _age_restricted(interaction),
+            "safety_negative_prompt": self.services.settings.safety_negative_prompt,
+        }
 
     async def start_job(
         self,
         interaction: discord.Interaction,
-        request: Txt2ImgRequest,
+        request: Generation,
         *,
         parent: Job | None = None,
         kind: JobKind = JobKind.TXT2IMG,
-        upscale_index: int | None = None,
+        source_index: int | None = None,
     ) -> None:
         """Acknowledge at once, then admit (limits, credit) and queue the job."""
         services = self.services
         if not services.runner.accepting:
-            await interaction.response.send_message(
-                "🔁 The bot is restarting; try again in a minute.", ephemeral=True
-            )
+            await interaction.response.send_message(wording.RESTARTING_REFUSAL, ephemeral=True)
             return
         try:
             callback = await self._defer_and_note(interaction)
-            await self._admit(interaction, request, callback, parent, kind, upscale_index)
+            await self._admit(interaction, request, callback, parent, kind, source_index)
+        except StorageError as error:
+            log.error("storage unavailable for a new job: %s", error)
+            await answer(interaction, wording.STORAGE_UNAVAILABLE)
         finally:
-            await services.intake.forget(interaction.id)
+            try:
+                await services.intake.forget(interaction.id)
+            except StorageError as error:
+                log.warning("could not forget request %s: %s", interaction.id, error)
 
     async def _defer_and_note(
         self, interaction: discord.Interaction
@@ -183,11 +206,11 @@ class Imagine(commands.Cog):
     async def _admit(
         self,
         interaction: discord.Interaction,
-        request: Txt2ImgRequest,
+        request: Generation,
         callback: discord.InteractionCallbackResponse | None,
         parent: Job | None,
         kind: JobKind,
-        upscale_index: int | None,
+        source_index: int | None,
     ) -> None:
         services = self.services
         message_id = callback.message_id if callback else None
@@ -212,7 +235,7 @@ class Imagine(commands.Cog):
                 parent_job_id=parent.id if parent else None,
                 message_id=message_id,
                 kind=kind,
-                upscale_index=upscale_index,
+                upscale_index=source_index,
             )
         )
         if isinstance(outcome, Refused):
@@ -221,18 +244,64 @@ class Imagine(commands.Cog):
             return
         services.runner.enqueue(outcome.job)
 
+    # -- buttons ---------------------------------------------------------------------------
+
     async def job_for(self, interaction: discord.Interaction, job_id: str) -> Job | None:
+        """The job a button belongs to, if it belongs to the server it was pressed in."""
+        guild_id = await known_guild(interaction)
+        if guild_id is None:
+            return None
         job = await self.services.jobs.get(job_id)
-        if job is None:
-            await interaction.response.send_message(
-                "This image's job is no longer known to the bot.", ephemeral=True
-            )
+        if job is None or job.origin.guild_id != guild_id:
+            await interaction.response.send_message(wording.JOB_UNKNOWN, ephemeral=True)
+            return None
         return job
 
     async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         job = await self.job_for(interaction, job_id)
         if job is not None:
-            await self.start_job(interaction, reroll(job.request), parent=job)
+            request = with_channel_rules(reroll(job.request), **self._channel_rules(interaction))
+            await self.start_job(interaction, request, parent=job)
+
+    async def on_variation(
+        self, interaction: discord.Interaction, job_id: str, index: int, strong: bool
+    ) -> None:
+        """A variation of one image: the backend's own variation seed when it has one
+        (same composition, new detail), else image-to-image of that picture."""
+        job = await self.job_for(interaction, job_id)
+        if job is None:
+            return
+        if not job.images_posted or index >= job.request.images:
+            await interaction.response.send_message(wording.IMAGE_UNAVAILABLE, ephemeral=True)
+            return
+        capabilities = self.services.backend.capabilities
+        seeds = job.result.seeds if job.result else ()
+        seed = seeds[index] if index < len(seeds) else RANDOM_SEED
+        request = with_channel_rules(
+            variation(job.request, seed=seed, strong=strong, by_subseed=capabilities.subseed),
+            **self._channel_rules(interaction),
+        )
+        if capabilities.subseed:
+            await self.start_job(interaction, request, parent=job)
+        else:
+            await self.start_job(
+                interaction, request, parent=job, kind=JobKind.VARIATION, source_index=index
+            )
+
+    async def on_upscale(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
+        job = await self.job_for(interaction, job_id)
+        if job is None:
+            return
+        if not job.images_posted or index >= job.request.images:
+            await interaction.response.send_message(wording.IMAGE_UNAVAILABLE, ephemeral=True)
+            return
+        await self.start_job(
+            interaction,
+            replace(job.request, images=1),
+            parent=job,
+            kind=JobKind.UPSCALE,
+            source_index=index,
+        )
 
     async def on_details(self, interaction: discord.Interaction, job_id: str) -> None:
         job = await self.job_for(interaction, job_id)
@@ -240,28 +309,23 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(embed=embeds.details_embed(job), ephemeral=True)
 
     async def on_delete(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Delete what the database says the job posted (never trusting the clicked
+        message), erase the job's texts, and take its gallery post down; once."""
         job = await self.job_for(interaction, job_id)
         if job is None:
             return
         if not can_delete(interaction, job):
-            await interaction.response.send_message(
-                "Only the member who asked for these images, or a moderator, can delete them.",
-                ephemeral=True,
-            )
+            await interaction.response.send_message(wording.DELETE_NOT_YOURS, ephemeral=True)
             return
-        await interaction.response.send_message("🗑️ Deleted.", ephemeral=True)
-        if interaction.message is not None:
-            await interaction.message.delete()
-        channel = self.bot.get_partial_messageable(job.origin.channel_id)
-        for message_id in job.more_message_ids:  # the images that did not fit in the first
-            try:
-                await channel.get_partial_message(message_id).delete()
-            except discord.HTTPException as error:  # gone already, or out of the bot's reach
-                log.info("could not delete message %s of job %s: %s", message_id, job.id, error)
-        if await self.services.jobs.mark_deleted(job):
-            gallery = self.bot.get_cog("Gallery")
-            if gallery is not None:
-                await gallery.remove_post(job.id)  # type: ignore[attr-defined]
+        if not await self.services.jobs.mark_deleted(job):
+            await interaction.response.send_message(wording.ALREADY_DELETED, ephemeral=True)
+            return
+        await interaction.response.send_message(wording.DELETED, ephemeral=True)
+        posted = [i for i in (job.message_id, *job.followup_message_ids) if i is not None]
+        await delete_messages(self.bot, job.origin.channel_id, posted)
+        post = await self.services.gallery.remove(job.id)
+        if post is not None and post.message_id is not None:
+            await delete_messages(self.bot, post.channel_id, [post.message_id])
 
 
 def can_delete(interaction: discord.Interaction, job: Job) -> bool:

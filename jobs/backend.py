@@ -17,7 +17,7 @@ Shapes:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -69,6 +69,17 @@ class Generation:
     subseed_strength: float = 0.0
     init_image: bytes | None = field(default=None, repr=False)
     denoising_strength: float | None = None
+    # The server's safety terms, kept apart from the member's own words (which are what is
+    # shown and judged); `for_backend()` joins them just before a submit.
+    safety_negative_prompt: str = ""
+
+    def for_backend(self) -> Generation:
+        """The request as sent: the safety terms appended to the member's negative prompt."""
+        if not self.safety_negative_prompt:
+            return self
+        own = self.negative_prompt.strip()
+        joined = f"{own}, {self.safety_negative_prompt}" if own else self.safety_negative_prompt
+        return replace(self, negative_prompt=joined, safety_negative_prompt="")
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,7 @@ class Output:
     images: tuple[bytes, ...] = field(repr=False)
     seeds: tuple[int, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    size: tuple[int, int] | None = None  # the first image's (width, height) as checked
 
 
 class Backend(Protocol):

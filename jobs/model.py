@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from omni import Txt2ImgRequest
+from jobs.backend import Generation
 
 # Discord lets an interaction token be used for 15 minutes; keep a margin for the last edit.
 TOKEN_LIFETIME = 15 * 60.0
@@ -16,9 +17,9 @@ UPSCALE_FACTOR = 2.0
 
 
 class JobState(StrEnum):
-    QUEUED = "queued"  # credit reserved, waiting for a slot at Omniinfer
-    SUBMITTING = "submitting"  # the POST is under way: Omniinfer may or may not have it
-    SUBMITTED = "submitted"  # Omniinfer has it (task_id known): poll, never submit again
+    QUEUED = "queued"  # credit reserved, waiting in the bot's queue for a slot at the backend
+    SUBMITTING = "submitting"  # the submit is under way: the backend may or may not have it
+    SUBMITTED = "submitted"  # the backend has it (its handle is stored): follow, never resubmit
     DELIVERING = "delivering"  # images fetched, being posted to Discord
     DONE = "done"
     FAILED = "failed"
@@ -30,13 +31,19 @@ class JobState(StrEnum):
 
 class Charge(StrEnum):
     RESERVED = "reserved"
-    COMMITTED = "committed"  # Omniinfer spent (or may have spent) the credit
+    COMMITTED = "committed"  # the backend spent (or may have spent) the credit
     RELEASED = "released"  # nothing was spent: the reservation is returned
 
 
 class JobKind(StrEnum):
-    TXT2IMG = "txt2img"
-    UPSCALE = "upscale"
+    TXT2IMG = "txt2img"  # also image-to-image, when the request carries an init image
+    UPSCALE = "upscale"  # image `upscale_index` of the parent job, made larger
+    VARIATION = "variation"  # image-to-image from image `upscale_index` of the parent job
+
+    @property
+    def needs_source(self) -> bool:
+        """The job starts from one of its parent's posted images."""
+        return self in (JobKind.UPSCALE, JobKind.VARIATION)
 
 
 @dataclass(frozen=True)
@@ -62,12 +69,14 @@ class Origin:
 
 @dataclass(frozen=True)
 class JobResult:
-    """What was really generated (from Omniinfer's `info`), kept for the embed and rerolls."""
+    """What was really generated, kept for the embed, Details and rerolls: the seeds the
+    backend reports, the size of the images as delivered (pixels) and seconds from admission
+    to images in hand."""
 
     seeds: tuple[int, ...]
     width: int
     height: int
-    duration: float  # seconds from admission to images in hand
+    duration: float
 
     def to_json(self) -> str:
         return json.dumps(
@@ -100,7 +109,7 @@ class Job:
     charge: Charge
     cost: int
     origin: Origin
-    request: Txt2ImgRequest
+    request: Generation
     sandbox: bool = False
     parent_job_id: str | None = None
     task_id: str | None = None
@@ -113,7 +122,8 @@ class Job:
     deleted_at: float | None = None
     upscale_index: int | None = None
     grant_used: int = 0  # images of the member's one-off grant this job took
-    more_message_ids: tuple[int, ...] = ()  # messages with the images the first could not hold
+    followup_message_ids: tuple[int, ...] = ()  # Discord follow-ups holding images that
+    # did not fit in the first message
 
     @property
     def images_posted(self) -> bool:
@@ -122,6 +132,9 @@ class Job:
 
     @property
     def output_size(self) -> tuple[int, int]:
+        """The size the images really have when known, else the size asked for."""
+        if self.result is not None:
+            return self.result.width, self.result.height
         scale = UPSCALE_FACTOR if self.kind is JobKind.UPSCALE else 1
         return int(self.request.width * scale), int(self.request.height * scale)
 
@@ -129,9 +142,24 @@ class Job:
         return replace(self, **changes)
 
 
-def request_to_json(request: Txt2ImgRequest) -> str:
-    return json.dumps(request.to_payload())
+def request_to_json(request: Generation) -> str:
+    """The request as stored with its job (an init image as base64)."""
+    data = asdict(request)
+    if request.init_image is not None:
+        data["init_image"] = base64.b64encode(request.init_image).decode("ascii")
+    return json.dumps(data)
 
 
-def request_from_json(text: str) -> Txt2ImgRequest:
-    return Txt2ImgRequest(**json.loads(text))
+def request_from_json(text: str) -> Generation:
+    """Read a stored request, also one stored before the backend boundary (v2 field names)."""
+    data = json.loads(text)
+    legacy = {"sampler_name": "sampler", "batch_size": "images"}
+    for old, new in legacy.items():
+        if old in data:
+            data[new] = data.pop(old)
+    if "n_iter" in data:
+        data["images"] = data.get("images", 1) * data.pop("n_iter")
+    data.pop("model_name", None)
+    if data.get("init_image"):
+        data["init_image"] = base64.b64decode(data["init_image"])
+    return Generation(**data)

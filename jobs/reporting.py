@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -12,8 +12,8 @@ from jobs.model import Job
 
 
 class Stage(StrEnum):
-    WAITING = "waiting"  # in this bot's fair queue
-    QUEUED = "queued"  # accepted by Omniinfer, not started
+    WAITING = "waiting"  # in this bot's fair queue (JobState.QUEUED)
+    ACCEPTED = "accepted"  # the backend has it in its own queue, not started
     RUNNING = "running"
     RESTARTING = "restarting"  # the bot is shutting down; the job resumes after
 
@@ -25,6 +25,7 @@ class Update:
     eta: float | None = None
     queue_position: int | None = None
     preview_url: str | None = None
+    preview_image: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Posted:
     """Where a job's images went: the message with its buttons, and any that hold the rest."""
 
     message_id: int | None
-    more_message_ids: tuple[int, ...] = ()
+    followup_message_ids: tuple[int, ...] = ()
 
 
 class DeliveryFailed(Exception):

@@ -1,4 +1,4 @@
-"""Runs admitted jobs to their one ending: a fair queue, a cap on jobs at Omniinfer, and
+"""Runs admitted jobs to their one ending: a fair queue, a cap on jobs at the backend, and
 resumption of whatever a previous process left unfinished.
 
 Every state change goes through the store's compare-and-set, and every ending settles the
@@ -10,9 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import replace
+from typing import Any
 
 from clock import Clock
+from jobs.backend import (
+    Backend,
+    BackendError,
+    BadOutput,
+    NotAccepted,
+    OutOfCredit,
+    Reading,
+    TaskState,
+    TaskTimedOut,
+)
 from jobs.failures import Failure, FailureKind, classify
 from jobs.fair_queue import FairQueue
 from jobs.intake import ABANDONED_AFTER, Intake
@@ -26,22 +38,21 @@ from jobs.reporting import (
     Update,
 )
 from jobs.store import JobStore
-from omni import (
-    InsufficientCredit,
-    OmniClient,
-    OmniError,
-    Progress,
-    Submission,
-    TaskStatus,
-    UpscaleRequest,
-)
 from quota import ledger
 from quota.store import add_grant
-from storage import Database
+from storage import Database, StorageError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_WAIT = 600.0
+# After the bot stops waiting, a task may still finish (and be billed): look again slowly
+# for this long and deliver late if it does.
+LATE_WAIT = 30 * 60.0
+# A submit the backend certainly refused (rate limit, no server up) is tried again this many
+# times before the member is told it is unavailable.
+MAX_NOT_ACCEPTED = 30
+# Writing a job's ending is retried until it lands (a full disk, a database restart).
+SETTLE_RETRY = (0.5, 30.0)
 
 
 class JobRunner:
@@ -49,7 +60,7 @@ class JobRunner:
         self,
         db: Database,
         store: JobStore,
-        client: OmniClient,
+        backend: Backend,
         reporter: Reporter,
         clock: Clock,
         *,
@@ -60,7 +71,7 @@ class JobRunner:
     ) -> None:
         self._db = db
         self._store = store
-        self._client = client
+        self._backend = backend
         self._reporter = reporter
         self._sources = sources
         self._intake = intake
@@ -75,14 +86,11 @@ class JobRunner:
         self._dispatcher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._accepting = False
+        self._refusals: dict[str, int] = {}  # job id → submits the backend refused so far
 
     @property
     def accepting(self) -> bool:
         return self._accepting
-
-    @property
-    def queue_length(self) -> int:
-        return len(self._queue)
 
     async def start(self) -> None:
         """Resume what the last process left, then start taking jobs."""
@@ -99,7 +107,7 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Stop taking jobs; queued jobs wait in the database for the next start, and jobs
-        at Omniinfer are left to be resumed (their task ids are stored)."""
+        at the backend are left to be resumed (their handles are stored)."""
         self._accepting = False
         for task in (self._dispatcher, self._sweeper):
             if task is not None:
@@ -124,19 +132,25 @@ class JobRunner:
 
     # -- scheduling ------------------------------------------------------------------------
 
+    def _cap(self) -> int:
+        capacity = getattr(self._backend, "capacity", None)
+        return self._max_in_flight if capacity is None else min(self._max_in_flight, capacity)
+
     async def _dispatch(self) -> None:
         while True:
-            while not self._queue or self._in_flight >= self._max_in_flight:
+            while not self._queue or self._in_flight >= self._cap():
                 self._changed.clear()
-                await self._changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    # A backend's capacity changes without telling us (a server comes back).
+                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
             job = self._queue.pop()
             assert job is not None
             self._spawn(self._run(job))
             self._report_positions()
 
-    def _spawn(self, coro: object) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._in_flight += 1
-        task = asyncio.create_task(coro)  # type: ignore[arg-type]
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -161,7 +175,7 @@ class JobRunner:
             # Read before SUBMITTING (a crash here is not an uncertain submit) and outside the
             # shield (a shutdown need not wait for a download from Discord).
             try:
-                source = await self._sources.fetch(job) if job.kind is JobKind.UPSCALE else None
+                source = await self._sources.fetch(job) if job.kind.needs_source else None
             except SourceImageMissing as error:
                 await self._fail_as_seen(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
                 return
@@ -179,7 +193,11 @@ class JobRunner:
         """Whatever escapes a job's run ends the job with a message, never silently."""
         try:
             yield
-        except OmniError as error:
+        except TaskTimedOut as error:
+            await self._fail(job, classify(error))
+            if not error.by_server:
+                self._spawn_late(job)
+        except BackendError as error:
             await self._fail(job, classify(error))
         except Exception as error:
             log.exception("job %s crashed", job.id)
@@ -191,47 +209,77 @@ class JobRunner:
             return job  # another process took it
         job = moved
         try:
-            submission = await self._send(job, source)
-        except InsufficientCredit as error:
-            await self._pause(str(error))
+            handle = await self._send(job, source)
+        except NotAccepted as error:
+            return await self._not_accepted(job, error)
+        except OutOfCredit as error:
+            await self._pause(error.message)
             await self._fail(job, classify(error))
             return job.with_(state=JobState.FAILED)
-        except OmniError as error:
+        except BackendError as error:
             await self._fail(job, classify(error))
             return job.with_(state=JobState.FAILED)
-        submitted = await self._store.advance(job, JobState.SUBMITTED, task_id=submission.task_id)
+        self._refusals.pop(job.id, None)
+        submitted = await self._store.advance(job, JobState.SUBMITTED, task_id=handle)
         return submitted or job
 
-    async def _send(self, job: Job, source: bytes | None) -> Submission:
-        if source is not None:
-            return await self._client.upscale(UpscaleRequest(image=source, factor=UPSCALE_FACTOR))
-        return await self._client.txt2img(job.request)
+    async def _send(self, job: Job, source: bytes | None) -> str:
+        if job.kind is JobKind.UPSCALE and source is not None:
+            return await self._backend.upscale(source, UPSCALE_FACTOR)
+        request = job.request.for_backend()
+        if job.kind is JobKind.VARIATION:
+            request = replace(request, init_image=source)
+        return await self._backend.submit(request)
+
+    async def _not_accepted(self, job: Job, error: NotAccepted) -> Job:
+        """The backend certainly did not take the job: it goes back in line and is tried
+        again after the backend's wait, until it has been refused too often."""
+        refusals = self._refusals.get(job.id, 0) + 1
+        if refusals > MAX_NOT_ACCEPTED or not job.origin.can_use_token(self._clock()):
+            self._refusals.pop(job.id, None)
+            await self._fail(job, Failure(FailureKind.UNAVAILABLE, error.message, billed=False))
+            return job.with_(state=JobState.FAILED)
+        self._refusals[job.id] = refusals
+        back = await self._store.advance(job, JobState.QUEUED)
+        if back is None:
+            return job
+        log.info("job %s not accepted (%s); again in %.1fs", job.id, error, error.retry_after or 1)
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.2, error.retry_after or 1.0), self._requeue, back)
+        return back
+
+    def _requeue(self, job: Job) -> None:
+        if self._accepting:
+            self.enqueue(job)
 
     async def _follow(self, job: Job) -> None:
-        """Poll a job Omniinfer has, fetch its images, deliver them, settle the credit."""
+        """Follow a job the backend has, fetch its images, deliver them, settle the credit."""
         assert job.task_id is not None
-        final: Progress | None = None
-        async for progress in self._client.wait(job.task_id, max_wait=self._max_wait):
-            final = progress
-            if progress.status is not TaskStatus.SUCCEEDED:
-                self._reporter.update(job, _update_for(progress))
-        assert final is not None
-        images = await self._client.download(final.images)
+        async for reading in self._backend.follow(job.task_id, max_wait=self._max_wait):
+            if reading.state is not TaskState.SUCCEEDED:
+                self._reporter.update(job, _update_for(reading))
+        await self._deliver(job, job.task_id)
+
+    async def _deliver(self, job: Job, handle: str) -> None:
+        expected = 1 if job.kind is JobKind.UPSCALE else job.request.images
+        output = await self._backend.result(handle, expected=expected)
+        if not output.images:
+            raise BadOutput("the backend reported success with no image")
         if job.state is JobState.SUBMITTED:
             moved = await self._store.advance(job, JobState.DELIVERING)
             if moved is None:
                 return
             job = moved
-        info = final.info
+        width, height = output.size or job.output_size
         result = JobResult(
-            seeds=info.all_seeds or ((info.seed,) if info.seed is not None else ()) if info else (),
-            width=job.output_size[0],
-            height=job.output_size[1],
+            seeds=output.seeds,
+            width=width,
+            height=height,
             duration=self._clock() - job.created_at,
         )
         job = job.with_(result=result)
         try:
-            posted = await self._reporter.deliver(job, images)
+            posted = await self._reporter.deliver(job, list(output.images))
         except DeliveryFailed as error:
             await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, str(error)))
             return
@@ -241,8 +289,44 @@ class JobRunner:
             spent=True,
             result=result,
             message_id=posted.message_id,
-            more_message_ids=posted.more_message_ids,
+            followup_message_ids=posted.followup_message_ids,
         )
+
+    def _spawn_late(self, job: Job) -> None:
+        """The bot stopped waiting, but the task may still finish: it has been counted as
+        spent, and is looked at again, slowly, so the images are delivered late if it does."""
+        task = asyncio.create_task(self._late(job), name=f"late-{job.id}")
+        self._tasks.add(task)
+        self._in_flight += 1
+        task.add_done_callback(self._finished)
+
+    async def _late(self, job: Job) -> None:
+        assert job.task_id is not None
+        try:
+            async for _reading in self._backend.follow(job.task_id, max_wait=LATE_WAIT):
+                pass
+            output = await self._backend.result(job.task_id, expected=job.request.images)
+        except BackendError as error:
+            log.info("late look at job %s (task %s) ended: %s", job.id, job.task_id, error)
+            return
+        ended = await self._store.get(job.id)
+        if ended is None or ended.state is not JobState.FAILED or not output.images:
+            return
+        width, height = output.size or job.output_size
+        result = JobResult(output.seeds, width, height, self._clock() - job.created_at)
+        try:
+            posted = await self._reporter.deliver(ended.with_(result=result), list(output.images))
+        except DeliveryFailed as error:
+            log.warning("late images of job %s could not be posted: %s", job.id, error)
+            return
+        await self._store.advance(
+            ended,
+            JobState.DONE,
+            result=result,
+            message_id=posted.message_id,
+            followup_message_ids=posted.followup_message_ids,
+        )
+        log.info("job %s delivered late (task %s)", job.id, job.task_id)
 
     async def _fail(self, job: Job, failure: Failure) -> None:
         """End `job` badly from whatever state it has reached meanwhile."""
@@ -261,12 +345,36 @@ class JobRunner:
             failure_detail=failure.detail[:500],
         )
         if settled is not None:
+            log.warning(
+                "job %s failed: %s (task %s, spent %s): %s",
+                job.id,
+                failure.kind.value,
+                job.task_id or "-",
+                failure.spent,
+                failure.detail[:300] or "-",
+            )
             await self._reporter.fail(settled, failure)
 
     async def _settle(
         self, job: Job, state: JobState, *, spent: bool, **fields: object
     ) -> Job | None:
-        """End the job and its reservation together; None if it had already ended."""
+        """End the job and its reservation together; None if it had already ended.
+
+        A database fault (a full disk, a restart) does not strand the job: the write is
+        retried until it lands, and only then is the member told.
+        """
+        delay, longest = SETTLE_RETRY
+        while True:
+            try:
+                return await self._settle_once(job, state, spent=spent, **fields)
+            except StorageError as error:
+                log.error("could not record the end of job %s (%s); retrying", job.id, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+
+    async def _settle_once(
+        self, job: Job, state: JobState, *, spent: bool, **fields: object
+    ) -> Job | None:
         now = self._clock()
         async with self._db.transaction() as conn:
             moved = await self._store.advance(
@@ -304,8 +412,8 @@ class JobRunner:
                 case JobState.QUEUED:
                     await self._fail(job, Failure(FailureKind.EXPIRED))
                 case JobState.SUBMITTING:
-                    # The POST may or may not have reached Omniinfer, and there is no way to
-                    # ask it about a task without its id: count it as spent, never resubmit.
+                    # The submit may or may not have reached the backend, and there is no way
+                    # to ask about a task without its handle: count it as spent, never resubmit.
                     await self._fail(job, Failure(FailureKind.UNCERTAIN, "interrupted submit"))
         self._report_positions()
 
@@ -327,11 +435,12 @@ class JobRunner:
             await self._follow(job)
 
 
-def _update_for(progress: Progress) -> Update:
-    stage = Stage.QUEUED if progress.status is TaskStatus.QUEUED else Stage.RUNNING
+def _update_for(reading: Reading) -> Update:
+    stage = Stage.ACCEPTED if reading.state is TaskState.QUEUED else Stage.RUNNING
     return Update(
         stage,
-        progress=progress.progress,
-        eta=progress.eta_relative or None,
-        preview_url=progress.preview_images[0] if progress.preview_images else None,
+        progress=reading.progress,
+        eta=reading.eta or None,
+        preview_url=reading.preview_url,
+        preview_image=reading.preview_image,
     )

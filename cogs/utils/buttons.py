@@ -1,45 +1,56 @@
-"""The buttons under a finished job. Their custom ids carry the job id (and image index), and
-they are registered as dynamic items, so they keep working after a restart: the click is
-routed by matching the id, not by a view held in memory."""
+"""The buttons under a finished job and under a gallery post.
+
+Their custom ids carry the job id (and image index), and they are registered as dynamic
+items, so they keep working after a restart: a click is routed by matching the id, not by a
+view held in memory. Each kind of button is bound, when its cog loads, to the cog's handler
+(a typed reference, checked: a click on a button no cog has bound is answered, not lost).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 import discord
 
-from cogs import errors
+from cogs.utils import wording
+from cogs.utils.replies import answer
+from jobs.backend import Capabilities
 from jobs.model import Job, JobKind
 
 log = logging.getLogger(__name__)
 
 JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 
+JobHandler = Callable[[discord.Interaction, str], Awaitable[None]]
+ImageHandler = Callable[[discord.Interaction, str, int], Awaitable[None]]
+VariationHandler = Callable[[discord.Interaction, str, int, bool], Awaitable[None]]
 
 _Dynamic = discord.ui.DynamicItem[discord.ui.Button[Any]]
 
 
 class JobButton:
-    """Mixed into each dynamic button: its click calls `on_<handler>(interaction, job_id,
-    *args)` on a cog. (discord.py wants a template on every DynamicItem subclass, so the
-    shared behaviour lives in this mixin.)"""
+    """Mixed into each dynamic button: the click calls the bound handler with the job id
+    (and `handler_args()`). discord.py wants a template on every DynamicItem subclass, so
+    the shared behaviour lives in this mixin."""
 
-    cog: str = "Imagine"
-    handler: str
+    name: ClassVar[str]
     label: str
     emoji: str | None = None
     style = discord.ButtonStyle.secondary
+    prefix: ClassVar[str] = "imagine"
+    handler: ClassVar[Callable[..., Awaitable[None]] | None] = None
 
     def __init__(self, job_id: str, *, row: int | None = None, custom_id: str = "") -> None:
         self.job_id = job_id
-        super().__init__(  # type: ignore[call-arg]
+        super().__init__(  # type: ignore[call-arg]  # DynamicItem.__init__ takes the item
             discord.ui.Button(
                 label=self.label,
                 emoji=self.emoji,
                 style=self.style,
-                custom_id=custom_id or f"imagine:{self.handler}:{job_id}",
+                custom_id=custom_id or f"{self.prefix}:{self.name}:{job_id}",
                 row=row,
             )
         )
@@ -54,38 +65,38 @@ class JobButton:
         return ()
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(self.cog)  # type: ignore[attr-defined]
+        handler = type(self).handler
+        if handler is None:
+            log.error("button %s pressed but no cog handles it", self.name)
+            await answer(interaction, wording.UNEXPECTED)
+            return
         try:
-            await getattr(cog, f"on_{self.handler}")(interaction, self.job_id, *self.handler_args())
+            await handler(interaction, self.job_id, *self.handler_args())
         except Exception:
             # Button errors never reach the command tree's handler: answer here, as it would.
-            log.exception("button %s for job %s failed", self.handler, self.job_id)
-            await errors.answer(interaction, errors.UNEXPECTED)
+            log.exception("button %s for job %s failed", self.name, self.job_id)
+            await answer(interaction, wording.UNEXPECTED)
 
 
 class RerollButton(JobButton, _Dynamic, template=rf"imagine:reroll:{JOB_ID}"):
-    handler, label, emoji, style = "reroll", "Reroll", "🎲", discord.ButtonStyle.primary
-
-
-class VariationsButton(JobButton, _Dynamic, template=rf"imagine:variations:{JOB_ID}"):
-    cog, handler, label, emoji = "Gallery", "variations", "Variations", "🔀"
+    name, label, emoji, style = "reroll", "Reroll", "🎲", discord.ButtonStyle.primary
 
 
 class ShareButton(JobButton, _Dynamic, template=rf"imagine:share:{JOB_ID}"):
-    cog, handler, label, emoji = "Gallery", "share", "Share", "📣"
+    name, label, emoji = "share", "Share", "📣"
     style = discord.ButtonStyle.success
 
 
 class DetailsButton(JobButton, _Dynamic, template=rf"imagine:details:{JOB_ID}"):
-    handler, label, emoji = "details", "Details", "🔎"
+    name, label, emoji = "details", "Details", "🔎"
 
 
 class DeleteButton(JobButton, _Dynamic, template=rf"imagine:delete:{JOB_ID}"):
-    handler, label, emoji, style = "delete", "Delete", "🗑️", discord.ButtonStyle.danger
+    name, label, emoji, style = "delete", "Delete", "🗑️", discord.ButtonStyle.danger
 
 
 class UpscaleButton(JobButton, _Dynamic, template=rf"imagine:upscale:{JOB_ID}:(?P<index>[0-3])"):
-    cog, handler, emoji = "Gallery", "upscale", "⬆️"
+    name, emoji = "upscale", "⬆️"
 
     def __init__(self, job_id: str, index: int = 0) -> None:
         self.index = index
@@ -102,8 +113,35 @@ class UpscaleButton(JobButton, _Dynamic, template=rf"imagine:upscale:{JOB_ID}:(?
         return (self.index,)
 
 
+class VariationButton(
+    JobButton,
+    _Dynamic,
+    template=rf"imagine:variation:{JOB_ID}:(?P<index>[0-3]):(?P<how>subtle|strong)",
+):
+    """🔀 a variation of one image, subtle or strong (rows 2 and 3)."""
+
+    name, emoji = "variation", "🔀"
+
+    def __init__(self, job_id: str, index: int = 0, strong: bool = False) -> None:
+        self.index, self.strong = index, strong
+        how = "strong" if strong else "subtle"
+        self.label = f"{index + 1} {how}"
+        super().__init__(
+            job_id, row=3 if strong else 2, custom_id=f"imagine:variation:{job_id}:{index}:{how}"
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> VariationButton:
+        return cls(match["job_id"], int(match["index"]), match["how"] == "strong")
+
+    def handler_args(self) -> tuple[Any, ...]:
+        return (self.index, self.strong)
+
+
 class VoteButton(JobButton, _Dynamic, template=rf"gallery:vote:{JOB_ID}"):
-    cog, handler, label, emoji = "Gallery", "vote", "Vote", "⭐"
+    name, label, emoji, prefix = "vote", "Vote", "⭐", "gallery"
     style = discord.ButtonStyle.primary
 
     def __init__(self, job_id: str, votes: int = 0) -> None:
@@ -111,21 +149,51 @@ class VoteButton(JobButton, _Dynamic, template=rf"gallery:vote:{JOB_ID}"):
         super().__init__(job_id, custom_id=f"gallery:vote:{job_id}")
 
 
-IMAGINE_BUTTONS = (RerollButton, DetailsButton, DeleteButton)
-GALLERY_BUTTONS = (VariationsButton, ShareButton, UpscaleButton, VoteButton)
+JOB_BUTTONS = (RerollButton, VariationButton, UpscaleButton, DetailsButton, DeleteButton)
+GALLERY_BUTTONS = (ShareButton, VoteButton)
 
 
-def result_view(job: Job) -> discord.ui.View:
+def bind_job_buttons(
+    *,
+    reroll: JobHandler,
+    variation: VariationHandler,
+    upscale: ImageHandler,
+    details: JobHandler,
+    delete: JobHandler,
+) -> None:
+    """Route the job buttons' clicks to the Imagine cog's handlers."""
+    RerollButton.handler = reroll
+    VariationButton.handler = variation
+    UpscaleButton.handler = upscale
+    DetailsButton.handler = details
+    DeleteButton.handler = delete
+
+
+def bind_gallery_buttons(*, share: JobHandler, vote: JobHandler) -> None:
+    """Route Share and Vote to the Gallery cog's handlers."""
+    ShareButton.handler = share
+    VoteButton.handler = vote
+
+
+def result_view(job: Job, capabilities: Capabilities) -> discord.ui.View:
+    """The buttons under a finished job: only those whose feature the backend has."""
     view = discord.ui.View(timeout=None)
-    if job.kind is JobKind.TXT2IMG:
+    original = job.kind is not JobKind.UPSCALE
+    if original:
         view.add_item(RerollButton(job.id, row=0))
-        view.add_item(VariationsButton(job.id, row=0))
     view.add_item(ShareButton(job.id, row=0))
     view.add_item(DetailsButton(job.id, row=0))
     view.add_item(DeleteButton(job.id, row=0))
-    if job.kind is JobKind.TXT2IMG:
-        for index in range(job.request.image_count):
+    if not original:
+        return view
+    count = job.request.images
+    if capabilities.upscale:
+        for index in range(count):
             view.add_item(UpscaleButton(job.id, index))
+    if capabilities.subseed or capabilities.img2img:
+        for strong in (False, True):
+            for index in range(count):
+                view.add_item(VariationButton(job.id, index, strong))
     return view
 
 

@@ -13,6 +13,7 @@ COLOUR_WORKING = discord.Colour.blurple()
 COLOUR_DONE = discord.Colour.green()
 COLOUR_FAILED = discord.Colour.red()
 BAR_WIDTH = 20
+PREVIEW_FILENAME = "preview.png"
 
 # Discord's embed limits (the total across a message's embeds is 6000 characters).
 TITLE_LIMIT = 256
@@ -46,18 +47,20 @@ def progress_embed(job: Job, update: Update) -> discord.Embed:
     embed = _base(job, COLOUR_WORKING)
     if update.stage is Stage.WAITING:
         status = f"⏳ Waiting in line: position {update.queue_position}"
-    elif update.stage is Stage.QUEUED:
-        status = "⏳ Queued at Omniinfer"
+    elif update.stage is Stage.ACCEPTED:
+        status = "⏳ Queued at the image server"
     elif update.stage is Stage.RESTARTING:
         status = f"🔁 {wording.RESTARTING_NOTE}"
     else:
         status = "🎨 Generating"
     lines = [status]
-    if update.stage in (Stage.RUNNING, Stage.QUEUED):
+    if update.stage in (Stage.RUNNING, Stage.ACCEPTED):
         eta = f" · about {update.eta:.0f}s left" if update.eta else ""
         lines.append(f"`{progress_bar(update.progress)}` {update.progress:.0%}{eta}")
     embed.add_field(name="Status", value="\n".join(lines), inline=False)
-    if update.preview_url:
+    if update.preview_image is not None:
+        embed.set_image(url=f"attachment://{PREVIEW_FILENAME}")
+    elif update.preview_url:
         embed.set_image(url=update.preview_url)
     return embed
 
@@ -71,12 +74,13 @@ def result_embeds(job: Job, filenames: list[str], requester: str) -> list[discor
         embed.add_field(
             name="Negative prompt", value=truncate(request.negative_prompt, 300), inline=False
         )
-    embed.add_field(name="Sampler", value=request.sampler_name)
+    embed.add_field(name="Sampler", value=request.sampler)
     embed.add_field(name="Steps", value=str(request.steps))
     embed.add_field(name="CFG scale", value=f"{request.cfg_scale:g}")
     seeds = result.seeds if result and result.seeds else ()
     embed.add_field(name="Seed" if len(seeds) <= 1 else "Seeds", value=seed_text(seeds))
-    embed.add_field(name="Size", value=f"{request.width}×{request.height}")
+    width, height = job.output_size
+    embed.add_field(name="Size", value=f"{width}×{height}")
     if result:
         embed.add_field(name="Time", value=f"{result.duration:.1f}s")
     embed.add_field(name="Requested by", value=truncate(requester, FIELD_LIMIT), inline=False)
@@ -123,15 +127,22 @@ def details_embed(job: Job) -> discord.Embed:
         value=truncate(request.negative_prompt or "(none)", FIELD_LIMIT),
         inline=False,
     )
-    for name, value in (
-        ("Model", request.model_name),
-        ("Sampler", request.sampler_name),
+    width, height = job.output_size
+    fields = [
+        ("Sampler", request.sampler),
         ("Steps", str(request.steps)),
         ("CFG scale", f"{request.cfg_scale:g}"),
         ("Seeds", seed_text(seeds)),
-        ("Size", f"{request.width}×{request.height}"),
-        ("Images", str(request.image_count)),
-        ("Job", job.id),
-    ):
+        ("Size", f"{width}×{height}"),
+        ("Images", str(request.images)),
+    ]
+    if request.subseed_strength:
+        fields.append(("Variation strength", f"{request.subseed_strength:g}"))
+    if request.denoising_strength is not None:
+        fields.append(("Denoising strength", f"{request.denoising_strength:g}"))
+    fields.append(("Job", job.id))
+    for name, value in fields:
         embed.add_field(name=name, value=value)
+    if request.safety_negative_prompt:
+        embed.add_field(name="Safety", value=wording.SAFETY_APPLIED, inline=False)
     return embed

@@ -63,7 +63,6 @@ class DiscordReporter:
         self._clock = clock
         self._interval = min_edit_interval
         self._progress: dict[str, _Progress] = {}
-        self.edits_sent = 0
 
     # -- progress --------------------------------------------------------------------------
 
@@ -88,9 +87,11 @@ class DiscordReporter:
                 return
             if update == entry.shown:
                 continue
-            entry.in_flight = asyncio.ensure_future(
-                self._edit_reply(entry.job, embed=embeds.progress_embed(entry.job, update))
-            )
+            fields: dict[str, object] = {"embed": embeds.progress_embed(entry.job, update)}
+            if update.preview_image is not None:
+                preview = io.BytesIO(update.preview_image)
+                fields["attachments"] = [discord.File(preview, filename=embeds.PREVIEW_FILENAME)]
+            entry.in_flight = asyncio.ensure_future(self._edit_reply(entry.job, **fields))
             try:
                 await asyncio.shield(entry.in_flight)
             except (discord.HTTPException, _TokenGone) as error:
@@ -208,7 +209,6 @@ class DiscordReporter:
             if error.status == 401:
                 raise _TokenGone from error
             raise
-        self.edits_sent += 1
         return message
 
     async def _channel(self, job: Job) -> discord.abc.Messageable:

@@ -30,7 +30,7 @@ class DiscordSourceImages:
         if not isinstance(channel, discord.abc.Messageable):
             raise SourceImageMissing(f"channel {parent.origin.channel_id} has no messages")
         wanted = f"{file_stem(parent.id)}_{job.upscale_index}."
-        for message_id in (parent.message_id, *parent.more_message_ids):
+        for message_id in (parent.message_id, *parent.followup_message_ids):
             try:
                 message = await channel.fetch_message(message_id)
             except (discord.NotFound, discord.Forbidden):

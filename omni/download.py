@@ -1,7 +1,10 @@
 """Fetching result images: concurrently, size-capped, retried, http(s) only.
 
 Result URLs are plain unauthenticated object-store links, possibly on another host, so the
-API key is never sent with them. They expire, so callers download as soon as a task is done.
+API key is never sent with them. They expire, so callers download as soon as a task is done;
+an expired one answers 403 with an XML body, so a download must be HTTP 200, served as an
+image (or generic binary) and start like a PNG, JPEG or WebP file. This checks the shape
+only: a caller that shows the images to anyone should also decode them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 _CHUNK = 64 * 1024
+_BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 
 
 class _Retryable(Exception):
@@ -77,6 +81,9 @@ async def _fetch(session: aiohttp.ClientSession, url: str, max_bytes: int) -> by
                 raise _Retryable(f"HTTP {response.status}")
             if response.status != 200:
                 raise DownloadFailed(f"image {_short(url)}: HTTP {response.status} (expired?)")
+            content_type = response.content_type.lower()
+            if not (content_type.startswith("image/") or content_type in _BINARY_TYPES):
+                raise DownloadFailed(f"image {_short(url)}: served as {content_type!r}")
             if (response.content_length or 0) > max_bytes:
                 raise DownloadFailed(f"image {_short(url)} is over {max_bytes} bytes")
             body = bytearray()
@@ -84,9 +91,21 @@ async def _fetch(session: aiohttp.ClientSession, url: str, max_bytes: int) -> by
                 body.extend(chunk)
                 if len(body) > max_bytes:
                     raise DownloadFailed(f"image {_short(url)} is over {max_bytes} bytes")
+            if not _looks_like_an_image(body):
+                raise DownloadFailed(f"image {_short(url)}: not a PNG, JPEG or WebP image")
             return bytes(body)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retryable(type(exc).__name__) from exc
+
+
+def _looks_like_an_image(data: bytes | bytearray) -> bool:
+    """PNG, JPEG or WebP by their magic bytes: an expired link's XML error page is not one,
+    and the official SDK saves exactly that as the "image"."""
+    return (
+        data.startswith(b"\x89PNG\r\n\x1a\n")
+        or data.startswith(b"\xff\xd8\xff")
+        or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    )
 
 
 def _check_url(url: str) -> None:

@@ -2,20 +2,32 @@
 
     python -m omni.emulator --host 127.0.0.1 --port 0 [--key K] [--credit N] [--duration S]
                             [--shared-pictures]
+    python -m omni.emulator --api v3 ...    (the Novita v3 emulator, `omni.v3.emulator`)
 
-It answers like the real API for everything the client uses: the JSON envelope (HTTP 200 even
-for application errors) and its codes — 4 bad key, 1 bad JSON, 2 unknown model, 6 out of
-range, 8 unknown sampler, 7 out of credit, 3 unknown task — tasks moving 0 → 1 → 2 over
-`duration` seconds with a float `progress`, `eta_relative` and preview images, `info` as an
-A1111-style JSON string with the real seed, and real PNGs served from its own S3-style URLs,
-which expire. Tasks are timed on an injectable clock, so in-process tests can step time.
+It answers like the real API for everything the client uses: the JSON envelope (HTTP 200 with
+`data: null` for application errors, on every endpoint) and its codes — 4 bad key (progress
+too), 1 invalid parameter (a body that is not JSON, or a field of the wrong JSON type), 2
+unknown model or refiner (names match exactly), 6 out of range, 8 unknown sampler, 7 out of
+credit, 3 unknown task — tasks moving 0 → 1 → 2 over `duration` seconds with a float
+`progress`, `eta_relative` and preview images, `info` as an A1111-style JSON string with the
+real seed, and real PNGs served from its own S3-style URLs, which expire (then 403 with an
+XML body, as a presigned link does). img2img results are the init image resized to the
+requested size and blended towards the prompt's picture by `denoising_strength`. It accepts
+what the official SDK sends: `null` for unset
+optional fields, a float `cfg_scale`. Tasks are timed on an injectable clock, so in-process
+tests can step time.
+
+The record's oddities a client must survive are scripted per task (`NextTask`): `info` as
+`""`, `null` or non-JSON text; `current_images` as `null` or `[""]`; a status number the API
+documents nowhere while the task runs.
 
 Tests script misbehaviour in-process (`emulator.faults`) or, for an emulator in another
 process, through unauthenticated control routes:
 
     POST /_emulator/faults      {"endpoint", "kind", "status", "seconds", "code", "times",
                                  "after_accept"}  (see `Fault`)
-    POST /_emulator/tasks/next  {"outcome": "ok"|"fail"|"timeout", "reason", "duration"}
+    POST /_emulator/tasks/next  {"outcome": "ok"|"fail"|"timeout", "reason", "duration",
+                                 "info", "previews", "running_status"}  (see `NextTask`)
     POST /_emulator/credit      {"images": N | null}
     GET  /_emulator/stats       request counts, tasks, images, polls per task, credit left
     POST /_emulator/reset       back to the state it started in
@@ -33,6 +45,7 @@ import json
 import random
 import re
 import signal
+import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -49,10 +62,13 @@ from omni import rules
 
 DEFAULT_KEY = "sandbox"
 KEY_HEADER = "X-Omni-Key"
-ENDPOINTS = ("txt2img", "upscale", "progress", "models", "image")
-SUBMIT_ENDPOINTS = frozenset({"txt2img", "upscale"})
+ENDPOINTS = ("txt2img", "img2img", "upscale", "progress", "models", "image")
+SUBMIT_ENDPOINTS = frozenset({"txt2img", "img2img", "upscale"})
 FAULT_KINDS = ("http_status", "delay", "drop", "malformed", "code")
 OUTCOMES = ("ok", "fail", "timeout")
+INFO_SHAPES = ("json", "empty", "null", "text")  # how a successful task's `info` comes back
+PREVIEW_SHAPES = ("urls", "null", "blank")  # how a running task's `current_images` come back
+DEFAULT_SAMPLER = "Euler a"  # A1111's, used when `sampler_name` is null (as the SDK sends it)
 UPSCALERS = (
     "R-ESRGAN 4x+",
     "R-ESRGAN 4x+ Anime6B",
@@ -142,17 +158,28 @@ class Fault:
         _check(isinstance(self.after_accept, bool), "after_accept: true or false")
         _check(
             not self.after_accept or self.endpoint in SUBMIT_ENDPOINTS,
-            "after_accept: only for txt2img and upscale",
+            "after_accept: only for txt2img, img2img and upscale",
         )
 
 
 @dataclass(frozen=True)
 class NextTask:
-    """How the next created task ends, and optionally how long it takes."""
+    """How the next created task ends, how long it takes, and the recorded oddities of the
+    real API's progress replies that it shows.
+
+    `info`: a successful task's `info` as A1111's JSON string ("json"), `""` ("empty", as in
+    Novita's progress example), `null`, or plain infotext that is not JSON ("text").
+    `previews`: a running task's `current_images` as URLs ("urls"), `null`, or `[""]`
+    ("blank"). `running_status`: the status reported while running (1; any other number is
+    one the API documents nowhere, which a client must not treat as final).
+    """
 
     outcome: str = "ok"
     reason: str = ""
     duration: float | None = None
+    info: str = "json"
+    previews: str = "urls"
+    running_status: int = 1
 
     def __post_init__(self) -> None:
         _check(self.outcome in OUTCOMES, f"outcome: one of {', '.join(OUTCOMES)}")
@@ -160,6 +187,12 @@ class NextTask:
         _check(
             self.duration is None or (_is_number(self.duration) and self.duration >= 0),
             "duration: a number >= 0 or null",
+        )
+        _check(self.info in INFO_SHAPES, f"info: one of {', '.join(INFO_SHAPES)}")
+        _check(self.previews in PREVIEW_SHAPES, f"previews: one of {', '.join(PREVIEW_SHAPES)}")
+        _check(
+            _is_int(self.running_status) and self.running_status not in (0, 2, 3, 4),
+            "running_status: a whole number other than 0, 2, 3, 4",
         )
 
 
@@ -274,20 +307,24 @@ class Txt2Img:
     def from_body(cls, body: dict[str, Any]) -> Txt2Img:
         """Validate in the real API's order; raises `_Refused` naming the first bad field."""
         prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
+        if prompt is not None and not isinstance(prompt, str):
+            raise _Refused(1, f"prompt: invalid parameter, must be a string (got {prompt!r})")
+        if not prompt or not prompt.strip():
             raise _Refused(6, "prompt: required, a non-empty string")
         negative = body.get("negative_prompt") or ""
         if not isinstance(negative, str):
-            raise _Refused(6, "negative_prompt: must be a string")
+            raise _Refused(1, "negative_prompt: invalid parameter, must be a string")
         model = CHECKPOINTS.get(str(body.get("model_name") or ""))
-        if model is None:
+        if model is None:  # names match exactly: no extension or case guessing
             raise _Refused(2, f"model_name: {body.get('model_name')!r} does not exist")
+        _check_refiner(body.get("sd_refiner"))
         sampler = body.get("sampler_name")
+        sampler = DEFAULT_SAMPLER if sampler is None else sampler
         if sampler not in rules.API_SAMPLERS:
             raise _Refused(8, f"sampler_name: {sampler!r} does not exist")
         extra = body.get("extra") or {}
         if not isinstance(extra, dict):
-            raise _Refused(6, "extra: must be an object")
+            raise _Refused(1, "extra: invalid parameter, must be an object")
         seed = _whole(body, "seed", -1, -1, MAX_SEED, "-1 or [0, 4294967295]")
         ttl = _number(body, "img_expire_ttl", 0, 0, rules.API_MAX_EXPIRE_TTL, "[0, 604800]")
         return cls(
@@ -367,6 +404,68 @@ class Txt2Img:
             f"Model hash: {self.model.hash}, Model: {self.model.name.rsplit('.', 1)[0]}, "
             f"Clip skip: {self.clip_skip}, Version: omni-emulator"
         )
+
+
+@dataclass(frozen=True)
+class Img2Img:
+    """txt2img's fields and rules, plus the starting picture (`init_images`, base64; the first
+    is used) and `denoising_strength` 0..1 (default 0.75, the SDK's)."""
+
+    base: Txt2Img
+    init_image: bytes = field(repr=False)
+    denoising_strength: float
+
+    @classmethod
+    async def from_body(cls, body: dict[str, Any]) -> Img2Img:
+        base = Txt2Img.from_body(body)
+        init_images = body.get("init_images")
+        if init_images is not None and not isinstance(init_images, list):
+            raise _Refused(1, "init_images: invalid parameter, must be a list of base64 images")
+        if not init_images:
+            raise _Refused(6, "init_images: required, one base64-encoded image")
+        init_image = _base64_image(init_images[0], "init_images")
+        try:
+            await asyncio.to_thread(images.inspect, init_image)
+        except ValueError as exc:
+            raise _Refused(6, f"init_images: {exc}") from None
+        strength = _number(body, "denoising_strength", 0.75, 0, 1, "[0, 1]")
+        resize_mode = body.get("resize_mode")
+        if resize_mode is not None and (not _is_int(resize_mode) or not 0 <= resize_mode <= 3):
+            raise _Refused(6, "resize_mode: 0, 1, 2 or 3")
+        if body.get("mask") is not None:
+            raise _Refused(10, "mask: inpainting is not emulated")
+        return cls(base=base, init_image=init_image, denoising_strength=float(strength))
+
+    @property
+    def images(self) -> int:
+        return self.base.images
+
+    @property
+    def ttl(self) -> float | None:
+        return self.base.ttl
+
+    @property
+    def previews(self) -> bool:
+        return self.base.previews
+
+    def render_image(self, index: int) -> bytes:
+        base = self.base
+        return images.img2img(
+            self.init_image,
+            base.prompt,
+            base.seeds[index],
+            base.width,
+            base.height,
+            self.denoising_strength,
+        )
+
+    def render_preview(self) -> bytes:
+        return self.base.render_preview()
+
+    def info(self, submitted_wall: float) -> str:
+        info = json.loads(self.base.info(submitted_wall))
+        info["denoising_strength"] = self.denoising_strength
+        return json.dumps(info)
 
 
 @dataclass(frozen=True)
@@ -520,6 +619,7 @@ class Emulator:
         app.add_routes(
             [
                 web.post("/v2/txt2img", self._api("txt2img", self._txt2img)),
+                web.post("/v2/img2img", self._api("img2img", self._img2img)),
                 web.post("/v2/upscale", self._api("upscale", self._upscale)),
                 web.get("/v2/progress", self._api("progress", self._progress)),
                 web.get("/v2/models", self._api("models", self._models)),
@@ -619,6 +719,10 @@ class Emulator:
     async def _txt2img(self, request: web.Request) -> web.StreamResponse:
         job = Txt2Img.from_body(await _json_object(request))
         return await self._accept(request, "txt2img", job)
+
+    async def _img2img(self, request: web.Request) -> web.StreamResponse:
+        job = await Img2Img.from_body(await _json_object(request))
+        return await self._accept(request, "img2img", job)
 
     async def _upscale(self, request: web.Request) -> web.StreamResponse:
         job = await Upscale.from_body(await _json_object(request))
@@ -721,8 +825,13 @@ class Emulator:
         data["execution_time"] = task.wall(task.queued_for)
         if elapsed < task.duration:
             running_for = task.duration - task.queued_for
-            data.update(status=1, progress=round((elapsed - task.queued_for) / running_for, 4))
-            if task.has_image("preview", now):
+            data.update(
+                status=task.script.running_status,
+                progress=round((elapsed - task.queued_for) / running_for, 4),
+            )
+            if task.script.previews == "blank":
+                data["current_images"] = [""]
+            elif task.script.previews == "urls" and task.has_image("preview", now):
                 data["current_images"] = [_image_url(origin, task.id, "preview")]
             return data
         finished = task.wall(task.duration)
@@ -733,7 +842,7 @@ class Emulator:
             data.update(status=4, failed_reason=task.script.reason or "task timed out")
         else:
             urls = [_image_url(origin, task.id, str(i)) for i in range(task.job.images)]
-            data.update(status=2, progress=1, imgs=urls, info=task.info)
+            data.update(status=2, progress=1, imgs=urls, info=_shaped_info(task))
         return data
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
@@ -748,8 +857,8 @@ class Emulator:
         now = self.clock()
         if match is None or task is None or not task.has_image(match["index"], now):
             return _s3_error("NoSuchKey", "The specified key does not exist.")
-        if now >= task.expires_at:
-            return _s3_error("NoSuchKey", "Request has expired")
+        if now >= task.expires_at:  # a presigned link past its lifetime: S3 says 403
+            return _s3_error("AccessDenied", "Request has expired", status=403)
         data = await self._picture(task, match["index"])
         return web.Response(body=data, content_type="image/png")
 
@@ -801,15 +910,28 @@ def _control(
     return route
 
 
+def _shaped_info(task: Task) -> str | None:
+    """`info` as the task's script says the API gave it this time."""
+    shape = task.script.info
+    if shape == "empty":
+        return ""
+    if shape == "null":
+        return None
+    if shape == "text" and task.info:
+        infotexts = json.loads(task.info).get("infotexts") or [""]
+        return str(infotexts[0])  # A1111's human-readable infotext: not JSON
+    return task.info
+
+
 def _envelope(code: int, msg: str, data: Any = None) -> web.Response:
     """The API's envelope, with Content-Type exactly application/json."""
     body = json.dumps({"code": code, "msg": msg, "data": data}).encode()
     return web.Response(body=body, content_type="application/json")
 
 
-def _s3_error(code: str, message: str) -> web.Response:
+def _s3_error(code: str, message: str, *, status: int = 404) -> web.Response:
     return web.Response(
-        status=404,
+        status=status,
         text=f"<Error><Code>{code}</Code><Message>{message}</Message></Error>",
         content_type="application/xml",
     )
@@ -838,15 +960,28 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _base64_image(value: object) -> bytes:
+def _check_refiner(refiner: object) -> None:
+    """`sd_refiner` ({checkpoint, switch_at}, or null): the checkpoint's name must match one
+    exactly, else code 2 worded as the real API words it (sd-webui-cloud-inference #50)."""
+    if refiner is None:
+        return
+    if not isinstance(refiner, dict):
+        raise _Refused(1, "sd_refiner: invalid parameter, must be an object")
+    checkpoint = refiner.get("checkpoint")
+    if not isinstance(checkpoint, str) or checkpoint not in CHECKPOINTS:
+        raise _Refused(2, f"Refiner checkpoint model `{checkpoint}` not allowed")
+    _number(refiner, "switch_at", 0.8, 0, 1, "(0, 1)", above_low=True)
+
+
+def _base64_image(value: object, name: str = "image") -> bytes:
     if not isinstance(value, str) or not value:
-        raise _Refused(6, "image: required, a base64-encoded image")
+        raise _Refused(6, f"{name}: required, a base64-encoded image")
     if value.startswith("data:"):
         value = value.partition(",")[2]
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise _Refused(6, "image: not valid base64") from None
+        raise _Refused(6, f"{name}: not valid base64") from None
 
 
 def _whole(
@@ -855,7 +990,11 @@ def _whole(
     """An integer field (None or absent: `default`), else code 6 naming the field."""
     value = body.get(name)
     value = default if value is None else value
-    if not _is_int(value) or not low <= value <= high:
+    if value is None:
+        raise _Refused(6, f"{name}: required, a whole number in {shown}")
+    if not _is_int(value):  # a Go server cannot even decode it into its int field
+        raise _Refused(1, f"{name}: invalid parameter, must be a whole number (got {value!r})")
+    if not low <= value <= high:
         raise _Refused(6, f"{name}: must be a whole number in {shown} (got {value!r})")
     return value
 
@@ -873,7 +1012,9 @@ def _number(
     """A numeric field (None or absent: `default`), else code 6 naming the field."""
     value = body.get(name)
     value = default if value is None else value
-    if not _is_number(value) or not low <= value <= high or (above_low and value == low):
+    if not _is_number(value):
+        raise _Refused(1, f"{name}: invalid parameter, must be a number (got {value!r})")
+    if not low <= value <= high or (above_low and value == low):
         raise _Refused(6, f"{name}: must be a number in {shown} (got {value!r})")
     return value
 
@@ -917,6 +1058,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m omni.emulator",
         description="A local emulator of the Omniinfer v2 API, for tests and sandboxes.",
+    )
+    parser.add_argument(
+        "--api",
+        choices=("v2", "v3"),
+        default="v2",
+        help="which API to emulate: Omniinfer v2 (default) or Novita v3",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (%(default)s)")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
@@ -969,7 +1116,17 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    """Serve until SIGINT/SIGTERM. `--api v3` hands the other arguments to the Novita v3
+    emulator (imported only then, so the v2 emulator runs without it)."""
+    dispatch = argparse.ArgumentParser(add_help=False)
+    dispatch.add_argument("--api", choices=("v2", "v3"), default="v2")
+    chosen, rest = dispatch.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if chosen.api == "v3":
+        from omni.v3 import emulator as v3_emulator
+
+        v3_emulator.main(rest)
+        return
+    args = _parser().parse_args(rest)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
 

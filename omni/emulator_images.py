@@ -41,6 +41,17 @@ def preview(prompt: str, seed: int, width: int, height: int) -> bytes:
     return _png(image.filter(ImageFilter.GaussianBlur(6)))
 
 
+def img2img(init: bytes, prompt: str, seed: int, width: int, height: int, strength: float) -> bytes:
+    """The starting picture resized to `width`×`height`, blended towards `render(prompt, seed)`
+    by `strength` (0 keeps the picture, 1 ignores it): visibly made from the init image."""
+    with Image.open(io.BytesIO(init)) as source:
+        start = source.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    generated = _gradient(_colours(prompt, seed), width, height)
+    blended = Image.blend(start, generated, strength)
+    _caption(blended, prompt, seed)
+    return _png(blended)
+
+
 def upscale(data: bytes, width: int, height: int) -> bytes:
     """`data` (any image Pillow reads) resized to `width`×`height`, as a PNG."""
     with Image.open(io.BytesIO(data)) as source:

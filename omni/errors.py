@@ -21,7 +21,8 @@ class OmniError(Exception):
 
 
 class InvalidRequest(OmniError):
-    """The request was refused for its content (locally, or envelope codes 1, 2, 6, 8, 10, 11).
+    """The request was refused for its content (locally, or envelope codes 1, 2, 6, 8, 10, 11;
+    code 1 is "invalid parameter" in both Go SDKs, not only a body that is not JSON).
 
     `field` names the offending field when known, so a caller can point at its own option.
     """
@@ -124,7 +125,7 @@ _CODE_CLASSES: dict[int, type[OmniError]] = {
 
 _CODE_MEANINGS: dict[int, str] = {
     -1: "Omniinfer internal error",
-    1: "invalid JSON",
+    1: "invalid parameter",
     2: "model does not exist",
     3: "task id does not exist",
     4: "invalid API key",

@@ -73,6 +73,10 @@ _PRIVATE_NAME_SUFFIXES = (".localhost", ".local", ".lan", ".internal", ".home.ar
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+class TooManyPixels(BadOutput):
+    """The image's header gives more than the allowed width × height (nothing was decoded)."""
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """Per image: `max_bytes` of encoded data, `max_pixels` = width × height (read from the
@@ -194,8 +198,9 @@ async def run_in_image_thread(func: Callable[..., _T], /, *args: object) -> _T:
 async def check_image(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageFacts:
     """Prove `data` is one PNG/JPEG/WebP image within `limits`, in a worker thread.
 
-    Raises `BadOutput` when it is too many bytes, not an image, another format, or more than
-    `limits.max_pixels` pixels (judged from the header, before any decoding).
+    Raises `BadOutput` when it is too many bytes, not an image, another format or does not
+    decode, and its subclass `TooManyPixels` when the header gives more than
+    `limits.max_pixels` pixels (nothing is decoded then).
     """
     if not data:
         raise BadOutput("the image is empty")
@@ -218,19 +223,20 @@ def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageF
 
 def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Pillow's lazy `Image.open` of `data`, refused unless PNG/JPEG/WebP within
-    `limits.max_pixels`; nothing is decoded yet. Blocks: call it in a worker thread."""
+    `limits.max_pixels` (`TooManyPixels`, else `BadOutput`); nothing is decoded yet. The
+    caller closes it. Blocks: call it in a worker thread."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS))
     except Image.DecompressionBombError:
-        raise BadOutput(f"the image has more than {limits.max_pixels} pixels") from None
+        raise TooManyPixels(f"the image has more than {limits.max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise BadOutput("the data is not a PNG, JPEG or WebP image") from None
     width, height = im.size
     if width <= 0 or height <= 0 or width * height > limits.max_pixels:
         im.close()
-        raise BadOutput(
+        raise TooManyPixels(
             f"the image is {width}×{height} pixels, over the {limits.max_pixels} allowed"
         )
     return im
@@ -464,6 +470,8 @@ async def _get_pinned(
                 auth=None,
             ) as response:
                 return await _read(response, url, limits)
+        except aiohttp.ClientSSLError as exc:  # a wrong certificate is no network fault
+            raise BadOutput(f"image {_short(url)}: TLS refused ({type(exc).__name__})") from None
         except aiohttp.ClientConnectorError as exc:  # this address refused: try the next one
             last = exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:

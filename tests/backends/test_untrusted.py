@@ -6,8 +6,11 @@ import asyncio
 import base64
 import io
 import os
+import ssl
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,6 +22,7 @@ from backends.untrusted import (
     FetchPolicy,
     ImageFacts,
     ImageLimits,
+    TooManyPixels,
     address_refusal,
     check_image,
     checked_seed,
@@ -142,6 +146,59 @@ async def server():
     state.base = f"http://127.0.0.1:{port}"
     yield state
     await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Self-signed certificates (made by the openssl CLI) for `localhost` and for a name this
+    machine does not have."""
+    folder = tmp_path_factory.mktemp("tls")
+    files: dict[str, Path] = {}
+    for name in ("localhost", "cdn.example"):
+        cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+             "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        files[name], files[f"{name}.key"] = cert, key
+    return files
+
+
+async def tls_server(cert: Path, key: Path) -> tuple[web.AppRunner, int]:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png", headers={"X-Host": request.host})
+
+    app = web.Application()
+    app.router.add_get("/ok.png", ok)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("served_as", ["localhost", "cdn.example"])
+async def test_https_is_pinned_with_the_real_name_for_sni_and_certificate(
+    tls_files: dict[str, Path], served_as: str
+) -> None:
+    """The connection goes to the checked IP, yet TLS still verifies the URL's host name:
+    a certificate for another name is refused (BadOutput, not retried)."""
+    runner, port = await tls_server(tls_files[served_as], tls_files[f"{served_as}.key"])
+    trust = ssl.create_default_context(cafile=str(tls_files[served_as]))
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as s:
+            url = f"https://localhost:{port}/ok.png"
+            if served_as == "localhost":
+                assert await fetch_images(s, [url], expected=1, policy=PRIVATE_OK) == (PNG,)
+            else:
+                with pytest.raises(BadOutput, match="TLS refused"):
+                    await fetch_images(s, [url], expected=1, policy=PRIVATE_OK)
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -418,7 +475,7 @@ async def test_check_image_refuses_pixels_before_decoding(monkeypatch) -> None:
         return real_load(self)
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
-    with pytest.raises(BadOutput, match="10000×10000 pixels, over the 16000000 allowed"):
+    with pytest.raises(TooManyPixels, match="10000×10000 pixels, over the 16000000 allowed"):
         await check_image(BOMB)
     assert loads == []  # refused from the header: nothing decoded
     with pytest.raises(BadOutput, match="over the 63 allowed"):

@@ -563,6 +563,7 @@ class Emulator:
                 if auth:
                     self._authenticate(request)
                 if fault is not None and fault.kind == "unknown_status":
+                    self.stats.faults_fired[f"{fault.endpoint}/{fault.kind}"] += 1
                     return await self._task_result(request, unknown=True)
                 return await handler(request)
             except _Refused as refused:

@@ -28,12 +28,15 @@ NEVER = (BOT_TOKEN, API_KEY, A1111_AUTH, "hunter2-but-longer", INTERACTION_TOKEN
 
 @pytest.fixture
 def root_logging():
-    """Leave the root logger as it was (configure_logging replaces its handlers)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    """Leave the root logger as it was (configure_logging replaces its handlers); let the
+    "discord" loggers through meanwhile (other test modules quieten them on import)."""
+    root, discord = logging.getLogger(), logging.getLogger("discord")
+    handlers, level, discord_level = root.handlers[:], root.level, discord.level
+    discord.setLevel(logging.NOTSET)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    discord.setLevel(discord_level)
     logging.captureWarnings(False)
 
 

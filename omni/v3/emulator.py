@@ -31,7 +31,7 @@ Tests script misbehaviour in-process (`emulator.faults`, attributes) or, for an 
 another process, through unauthenticated control routes:
 
     POST /_emulator/faults        {"endpoint", "kind", "status", "seconds", "times",
-                                   "after_accept"}  (see `Fault`)
+                                   "after_accept", "reason", "message"}  (see `Fault`)
     POST /_emulator/tasks/next    {"outcome": "ok"|"fail", "reason", "duration"}
     POST /_emulator/tasks/forget  {"task_id"}            → later polls: 404 TASK_NOT_FOUND
     POST /_emulator/balance       {"images": N | null}
@@ -79,7 +79,7 @@ DEFAULT_IMAGES_PER_MINUTE = 20  # Novita's default txt2img limit
 RATE_WINDOW = 60.0
 ENDPOINTS = ("txt2img", "img2img", "task-result", "image")
 SUBMIT_ENDPOINTS = frozenset({"txt2img", "img2img"})
-FAULT_KINDS = ("http_status", "delay", "drop", "malformed", "unknown_status")
+FAULT_KINDS = ("http_status", "refuse", "delay", "drop", "malformed", "unknown_status")
 OUTCOMES = ("ok", "fail")
 TASK_RETENTION = 3600.0  # a final task is answered for this long (emulator clock), then 404
 PRUNE_EVERY = 60.0
@@ -130,7 +130,8 @@ class Fault:
     """One scripted misbehaviour of an endpoint, striking its next `times` requests.
 
     kinds: `http_status` (HTTP `status` with an HTML body, as a proxy in front of the API
-    answers), `delay` (sleep `seconds`, then answer normally), `drop` (close the connection
+    answers), `refuse` (HTTP `status` with Novita's error body holding `reason` and
+    `message`), `delay` (sleep `seconds`, then answer normally), `drop` (close the connection
     without a reply), `malformed` (HTTP 200 that is not JSON), `unknown_status` (task-result
     only: the task reads `TASK_STATUS_UNKNOWN`). With `after_accept` (submits only) the task
     is created and billed first and only the reply misbehaves: a client must not resubmit.
@@ -145,6 +146,8 @@ class Fault:
     seconds: float = 1.0
     times: int = 1
     after_accept: bool = False
+    reason: str = ""
+    message: str = ""
 
     def __post_init__(self) -> None:
         _check(self.endpoint in ENDPOINTS, f"endpoint: one of {', '.join(ENDPOINTS)}")
@@ -153,6 +156,7 @@ class Fault:
         _check(_is_number(self.seconds) and self.seconds >= 0, "seconds: a number >= 0")
         _check(_is_int(self.times) and self.times >= 1, "times: a whole number >= 1")
         _check(isinstance(self.after_accept, bool), "after_accept: true or false")
+        _check(isinstance(self.reason, str) and isinstance(self.message, str), "reason: text")
         _check(
             not self.after_accept or self.endpoint in SUBMIT_ENDPOINTS,
             "after_accept: only for txt2img and img2img",
@@ -595,6 +599,8 @@ class Emulator:
                 text=f"<html><body><h1>{fault.status} emulated error</h1></body></html>",
                 content_type="text/html",
             )
+        if fault.kind == "refuse":
+            return _Refused(fault.status, fault.reason, fault.message).response()
         if fault.kind == "malformed":
             return web.Response(body=MALFORMED_BODY, content_type="application/json")
         return await _drop(request)

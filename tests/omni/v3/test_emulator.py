@@ -422,6 +422,18 @@ async def test_http_status_fault_answers_html_then_recovers(session, emu):
     assert emu.stats.faults_fired == {"txt2img/http_status": 1}
 
 
+async def test_refuse_fault_answers_novitas_error_body(session, emu):
+    await control(
+        session,
+        emu,
+        "faults",
+        {"endpoint": "txt2img", "kind": "refuse", "status": 400, "reason": "X", "message": "y"},
+    )
+    status, reply, _ = await submit(session, emu)
+    assert (status, reply) == (400, {"code": 400, "reason": "X", "message": "y", "metadata": {}})
+    assert emu.stats.tasks_created == 0
+
+
 async def test_after_accept_fault_creates_and_bills_the_task(session, emu):
     emu.faults.add(Fault("txt2img", "http_status", status=500, after_accept=True))
     async with session.post(emu.base_url + TXT2IMG, json=BODY, headers=BEARER) as response:
@@ -453,6 +465,7 @@ async def test_unknown_status_fault_then_the_real_status(session, emu):
     for _ in range(2):
         _, reply = await task_result(session, emu, task_id)
         assert reply["task"]["status"] == "TASK_STATUS_UNKNOWN"
+    assert emu.stats.faults_fired == {"task-result/unknown_status": 2}
     _, reply = await task_result(session, emu, task_id)
     assert reply["task"]["status"] == "TASK_STATUS_QUEUED"
 
@@ -483,6 +496,7 @@ async def test_delay_fault_then_a_normal_reply(session, emu):
         {"endpoint": "txt2img", "kind": "http_status", "status": 200},
         {"endpoint": "txt2img", "kind": "drop", "times": 0},
         {"endpoint": "txt2img", "kind": "drop", "surprise": 1},
+        {"endpoint": "txt2img", "kind": "refuse", "reason": 5},
     ],
 )
 async def test_control_routes_refuse_bad_faults(session, emu, payload):

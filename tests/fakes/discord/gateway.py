@@ -249,18 +249,22 @@ class Gateway:
             self.ready(session.app).clear()
         self.fake.changed.notify()
 
-    async def dispatch(
-        self, app: Application, event: str, data: dict[str, Any], guild_id: int | None
-    ) -> Session:
-        """Send an event to the app's newest session for the guild's shard (None: a DM, shard
-        0), a connected one if any: a killed process's session lingers until its socket is
-        seen closed. Returns the session it went to."""
+    def route(self, app: Application, guild_id: int | None) -> Session:
+        """The session that gets the guild's events (None: a DM, shard 0): the app's newest
+        for that shard, a connected one if any (a killed process's session lingers until
+        its socket is seen closed)."""
         sessions = [s for s in self.sessions if s.app is app and s.covers(guild_id)]
         if not sessions:
             where = "for DMs" if guild_id is None else f"for the guild {guild_id}"
             raise RuntimeError(f"no session of the bot {app.name!r} {where} on the fake gateway")
         connected = [s for s in sessions if s.ws is not None]
-        session = (connected or sessions)[-1]
+        return (connected or sessions)[-1]
+
+    async def dispatch(
+        self, app: Application, event: str, data: dict[str, Any], guild_id: int | None
+    ) -> Session:
+        """Send an event to the session `route` picks; returns that session."""
+        session = self.route(app, guild_id)
         await session.send(event, data)
         return session
 

@@ -292,12 +292,24 @@ class FakeDiscord:
         await self.changed.wait_for(ready.is_set, timeout, "the bot to connect")
 
     async def wait_until_disconnected(
-        self, timeout: float = 10.0, app: Application | None = None
+        self,
+        timeout: float = 10.0,
+        app: Application | None = None,
+        *,
+        shard_ids: Iterable[int] | None = None,
     ) -> None:
         """Wait until the bot has no connected session (after `bot.close()`, before a restart,
-        so that the next `wait_until_ready` is about the new connection)."""
+        so that the next `wait_until_ready` is about the new connection); with `shard_ids`,
+        none for those shards (one process of several stopped or killed)."""
         app = app or self.app
-        await self.changed.wait_for(lambda: not self.gateway.live(app), timeout, "a disconnect")
+        shards = None if shard_ids is None else set(shard_ids)
+
+        def gone() -> bool:
+            live = self.gateway.live(app)
+            return not [s for s in live if shards is None or s.shard[0] in shards]
+
+        what = "a disconnect" if shards is None else f"shards {sorted(shards)} to disconnect"
+        await self.changed.wait_for(gone, timeout, what)
 
     def sessions(self, app: Application | None = None) -> list[Session]:
         """The bot's connected gateway sessions, oldest first (one per shard per process)."""
@@ -462,10 +474,10 @@ class FakeDiscord:
             created=self.now(),
             message=message,
         )
-        self.interactions[token] = record
-        session = await self.gateway.dispatch(app, "INTERACTION_CREATE", payload, guild.id)
+        session = self.gateway.route(app, guild.id)
         record.session_id, record.shard = session.id, session.shard
-        self.changed.notify()
+        self.interactions[token] = record
+        await session.send("INTERACTION_CREATE", payload)
         return record
 
 

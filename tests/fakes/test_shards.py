@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import discord
@@ -17,9 +17,17 @@ from discord import app_commands
 
 from tests.fakes.discord import FakeDiscord, Guild, InteractionRecord
 
-logging.getLogger("discord").setLevel(logging.CRITICAL)  # refused IDENTIFYs are expected
-
 AGAIN = "where:again"
+
+
+@pytest.fixture(autouse=True)
+def quiet_discord() -> Iterator[None]:
+    """Refused IDENTIFYs are expected here: keep discord.py's errors out of the output."""
+    logger = logging.getLogger("discord")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
 
 
 class Again(discord.ui.View):

@@ -188,7 +188,9 @@ class NovitaClient:
             if result.status is TaskStatus.FAILED:
                 raise TaskFailed(task_id, self._safe(result.reason))
             if result.status is TaskStatus.UNKNOWN:
-                log.info("task %s reports status %r; still waiting", task_id, result.raw_status)
+                log.info(
+                    "task %s reports %r; still waiting", task_id, self._safe(result.raw_status)
+                )
             delay = self._poll.next_delay(result, delay)
 
     # -- transport ---------------------------------------------------------------------------

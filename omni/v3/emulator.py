@@ -957,6 +957,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m omni.emulator --api v3",
         description="A local emulator of Novita's v3 async image API, for tests and sandboxes.",
     )
+    # `python -m omni.emulator --api v3` may hand its whole argument list over.
+    parser.add_argument("--api", choices=["v3"], default="v3", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (%(default)s)")
     parser.add_argument("--port", type=int, default=8766, help="0 picks a free port")
     parser.add_argument(
@@ -1009,7 +1011,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the emulator until SIGINT/SIGTERM. `argv` without the program name (or `--api`)."""
+    """Run the emulator until SIGINT/SIGTERM. `argv`: the arguments after the program name
+    (`--api v3` among them is accepted and ignored)."""
     args = _parser().parse_args(argv)
     if args.images_per_minute < 0:
         _parser().error("--images-per-minute must be >= 0")

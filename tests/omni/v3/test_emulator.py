@@ -546,6 +546,8 @@ async def test_main_serves_on_the_given_port_with_the_given_key(session):
         sys.executable,
         "-c",
         "import sys; from omni.v3.emulator import main; main(sys.argv[1:])",
+        "--api",
+        "v3",
         "--port",
         "0",
         "--key",

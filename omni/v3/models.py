@@ -81,8 +81,6 @@ class Txt2ImgRequest:
     clip_skip: int | None = None
     response_image_type: str = "png"
 
-    endpoint = "txt2img"
-
     def validate(self) -> None:
         """Raise `InvalidRequest` naming the first field the server would refuse."""
         _require(
@@ -166,8 +164,6 @@ class Img2ImgRequest(Txt2ImgRequest):
 
     image: bytes = field(default=b"", repr=False)
     strength: float = 0.5
-
-    endpoint = "img2img"
 
     def validate(self) -> None:
         super().validate()

@@ -61,8 +61,8 @@ _FIELD_HINTS = (
 )
 
 
-def parse_auth(auth: str | None) -> aiohttp.BasicAuth | None:
-    """`"user:password"` (as the server's `--api-auth`) → HTTP Basic credentials.
+def parse_auth(auth: str | None) -> tuple[str, str] | None:
+    """`"user:password"` (as the server's `--api-auth`) → (user, password); None for none.
 
     Raises ValueError (without echoing the text) when it has no colon or no user.
     """
@@ -71,7 +71,7 @@ def parse_auth(auth: str | None) -> aiohttp.BasicAuth | None:
     user, colon, password = auth.partition(":")
     if not colon or not user:
         raise ValueError("the credentials must be user:password")
-    return aiohttp.BasicAuth(user, password)
+    return user, password
 
 
 class A1111Client:
@@ -98,7 +98,13 @@ class A1111Client:
         if auth is None and url.user is not None:
             auth = f"{url.user}:{url.password or ''}"
         self.base_url = str(url.with_user(None).with_password(None)).rstrip("/")
-        self._auth = parse_auth(auth)
+        credentials = parse_auth(auth)
+        # HTTP Basic, sent with every request; kept out of reprs and messages.
+        self._headers = (
+            {}
+            if credentials is None
+            else {"Authorization": aiohttp.encode_basic_auth(*credentials)}
+        )
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
         self._generation_timeout = aiohttp.ClientTimeout(
@@ -220,17 +226,16 @@ class A1111Client:
     ) -> Any:
         """One request, no retries; returns the parsed JSON of a 2xx reply."""
         where = f"{method} {self.base_url}{path}"
-        kwargs: dict[str, Any] = {"params": params}
+        kwargs: dict[str, Any] = {"params": params, "headers": self._headers}
         if sent is not None and json is not None:
             kwargs["data"] = _announcing_body(_dumps(json), sent)
-            kwargs["headers"] = {"Content-Type": "application/json"}
+            kwargs["headers"] = {**self._headers, "Content-Type": "application/json"}
         else:
             kwargs["json"] = json
         try:
             async with self._session.request(
                 method,
                 self.base_url + path,
-                auth=self._auth,
                 timeout=timeout or self._timeout,
                 **kwargs,
             ) as response:

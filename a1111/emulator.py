@@ -439,10 +439,7 @@ class Emulator:
         `/sdapi/v1/samplers` lists and txt2img accepts."""
         if duration < 0 or (upscale_duration is not None and upscale_duration < 0):
             raise ValueError("durations must be >= 0")
-        credentials = parse_auth(auth)
-        self._credentials = (
-            None if credentials is None else (credentials.login, credentials.password)
-        )
+        self._credentials = parse_auth(auth)
         self.duration = duration
         self.upscale_duration = upscale_duration
         self.internal_progress = internal_progress
@@ -508,6 +505,7 @@ class Emulator:
         self._host, self._port = host, runner.addresses[0][1]
         shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
         self.base_url = f"http://{shown}:{self._port}"
+        await self._notify()
         return self.base_url
 
     async def stop(self) -> None:
@@ -557,8 +555,8 @@ class Emulator:
         self._finished.clear()
 
     async def wait_until(self, predicate: Callable[[Emulator], bool]) -> None:
-        """Return once `predicate(self)` holds; re-checked on every job start, finish,
-        poll and interrupt. Bound it with `asyncio.timeout`."""
+        """Return once `predicate(self)` holds; re-checked on every job start, finish, new
+        live preview, poll and interrupt. Bound it with `asyncio.timeout`."""
         async with self._changed:
             await self._changed.wait_for(lambda: predicate(self))
 
@@ -570,6 +568,18 @@ class Emulator:
     @property
     def queued_tasks(self) -> list[str]:
         return sorted(self._pending, key=self._pending.__getitem__)
+
+    @property
+    def preview_id(self) -> int:
+        """The running job's current live preview (1..PREVIEWS; 0: none yet, or idle)."""
+        if self._current is None:
+            return 0
+        return self._current.preview(asyncio.get_running_loop().time())[0]
+
+    def _notify_soon(self) -> None:
+        task = asyncio.ensure_future(self._notify())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -694,6 +704,11 @@ class Emulator:
                     job.previews = await asyncio.to_thread(job.work.render_previews)
                 loop = asyncio.get_running_loop()
                 job.started = loop.time()
+                # Previews appear as time passes: wake wait_until() callers when they do.
+                ticks = [
+                    loop.call_later(job.duration * k / (PREVIEWS + 1), self._notify_soon)
+                    for k in range(1, len(job.previews) + 1)
+                ]
                 self._current = job
                 self.stats.jobs_started += 1
                 self.stats.started_tasks.append(job.task_id)
@@ -715,6 +730,8 @@ class Emulator:
                     self.stats.jobs_finished += 1
                     return reply
                 finally:
+                    for tick in ticks:
+                        tick.cancel()
                     self.stats.running -= 1
                     if self._current is job:
                         self._current = None

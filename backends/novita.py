@@ -69,7 +69,9 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGES = 4
 SDXL_STEPS = Bounds(1, 50)  # the API takes up to 100; past 50 SDXL only costs more
-DEFAULT_STRENGTH = 0.5  # img2img without a denoising strength: Novita's SDKs' default
+# img2img without a denoising strength: the same default as every backend (not the 0.5 of
+# Novita's SDKs), so a Variations button behaves alike whichever API serves it.
+DEFAULT_STRENGTH = rules.DEFAULT_DENOISING_STRENGTH
 MAX_REMEMBERED = 2048  # handles whose seed and final reading are kept; oldest forgotten first
 # Novita counts images per minute (20 by default). Without a Retry-After, wait as long as a
 # saturated one-minute window takes on average to free the images asked for.

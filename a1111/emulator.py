@@ -1009,8 +1009,10 @@ def _parse_generation(body: dict[str, Any], kind: str, samplers: Sequence[str]) 
         raise _http_exception(400, "Sampler not found")
     init_image: bytes | None = None
     if kind == "img2img":
-        if not init_images:
+        if init_images is None:
             raise _http_exception(404, "Init image not found")
+        if not init_images:
+            raise _internal_error("IndexError", "list index out of range")
         init_image = _decode_image(init_images[0])
     parameters = {key: value for key, value in body.items() if key not in ("init_images", "mask")}
     return Generation(

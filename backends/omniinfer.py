@@ -119,12 +119,15 @@ class OmniinferBackend:
         timeout: aiohttp.ClientTimeout,
         max_wait_poll: PollPolicy | None = None,
         retry: RetryPolicy | None = None,
+        model_name: str = rules.SDXL_MODEL,
     ) -> None:
         """`max_wait_poll`: when to poll progress (default `PollPolicy()`); `retry`: retries
-        of safe calls (default `RetryPolicy()`)."""
+        of safe calls (default `RetryPolicy()`); `model_name`: the checkpoint, exactly as
+        `/v2/models` names it."""
         if not api_key:
             raise CredentialsRefused("no Omniinfer API key configured")
         self._key = api_key
+        self._model = model_name
         self._session = session
         self._policy = FetchPolicy.for_base_url(base_url)
         self._client = OmniClient(
@@ -176,6 +179,7 @@ class OmniinferBackend:
             "height": request.height,
             "batch_size": request.images,
             "n_iter": 1,
+            "model_name": self._model,
         }
         try:
             if request.init_image is not None:

@@ -810,7 +810,8 @@ class Emulator:
         data: dict[str, Any] = {
             "status": 0,
             "progress": 0.0,
-            "eta_relative": round(max(0.0, task.duration - elapsed), 3),
+            # Never 0 before the end (rounding must not make a running task look finished).
+            "eta_relative": max(0.001, round(task.duration - elapsed, 3)),
             "imgs": None,
             "info": "",
             "failed_reason": "",

@@ -13,7 +13,6 @@ SDK's `Txt2ImgRequest`, Novita's v2 reference) has no `subseed`/`subseed_strengt
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -84,9 +83,6 @@ OPTION_FOR_FIELD: dict[str, str] = {
     "factor": "factor",
     "upscaling_resize": "factor",
 }
-# A server message naming a field first ("steps: must be ..."): how the emulator and A1111
-# word their refusals. Only a leading field name counts, so prose mentioning one does not.
-_LEADING_FIELD = re.compile(r"^\s*(?:[\w ]+:\s*)?(?P<field>[a-z_]+)\s*[:=]")
 
 
 def capabilities() -> Capabilities:
@@ -312,12 +308,9 @@ class OmniinferBackend:
 
 
 def _option(exc: InvalidRequest) -> str | None:
-    """The bot's option for the field the API (or the local check) named, when it did."""
-    field = exc.field
-    if field is None:
-        match = _LEADING_FIELD.match(exc.message.split(": ", 1)[-1])
-        field = match["field"] if match else None
-    return OPTION_FOR_FIELD.get(field) if field else None
+    """The bot's option for the field the local check or the code named (8: sampler_name).
+    The API's own `msg` wording is undocumented, so it is shown, never parsed for a field."""
+    return OPTION_FOR_FIELD.get(exc.field) if exc.field else None
 
 
 def _reading(progress: Progress) -> Reading:

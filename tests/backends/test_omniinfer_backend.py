@@ -207,6 +207,27 @@ async def test_server_refusal_naming_a_field_points_at_the_option(emulator, sess
     assert "parameter out of range" in caught.value.message
 
 
+async def test_server_refusing_the_sampler_points_at_the_sampler_option(emulator, session):
+    emulator.faults.add(Fault("txt2img", "code", code=8))
+    with pytest.raises(OptionRefused) as caught:
+        await backend_for(emulator, session).submit(Generation(prompt="x"))
+    assert caught.value.option == "sampler"
+
+
+async def test_an_unknown_model_is_refused_by_the_api_with_no_member_option(emulator, session):
+    backend = OmniinferBackend(
+        KEY,
+        base_url=emulator.base_url,
+        session=session,
+        timeout=TIMEOUT,
+        model_name="sd_xl_base_1.0",  # names match exactly: no extension, no match
+    )
+    with pytest.raises(OptionRefused) as caught:
+        await backend.submit(Generation(prompt="x"))
+    assert caught.value.option is None and "model does not exist" in caught.value.message
+    assert emulator.stats.requests["txt2img"] == 1 and emulator.stats.tasks_created == 0
+
+
 async def test_bad_key_is_credentials_refused_and_never_echoed(emulator, session):
     with pytest.raises(CredentialsRefused) as caught:
         await backend_for(emulator, session, key="sk-wrong-key-123").submit(Generation("x"))

@@ -238,6 +238,7 @@ class Stats:
     jobs_abandoned: int = 0  # cut off by go_down()
     running: int = 0
     max_concurrent: int = 0  # must stay 1: the server runs one job at a time
+    max_waiting: int = 0  # most requests ever queued behind the running one
     interrupts: int = 0
     auth_failures: int = 0
     started_tasks: list[str] = field(default_factory=list)  # task ids, in start order
@@ -249,6 +250,7 @@ class Stats:
         self.started_tasks.clear()
         self.global_polls = self.jobs_started = self.jobs_finished = 0
         self.jobs_interrupted = self.jobs_abandoned = self.running = self.max_concurrent = 0
+        self.max_waiting = 0
         self.interrupts = self.auth_failures = 0
 
     def as_json(self) -> dict[str, Any]:
@@ -263,6 +265,7 @@ class Stats:
             "jobs_abandoned": self.jobs_abandoned,
             "running": self.running,
             "max_concurrent": self.max_concurrent,
+            "max_waiting": self.max_waiting,
             "interrupts": self.interrupts,
             "auth_failures": self.auth_failures,
             "started_tasks": list(self.started_tasks),
@@ -697,6 +700,8 @@ class Emulator:
         """Hold the lock for the job's duration; returns the reply, or the fault that
         strikes half-way."""
         lock = self._lock
+        if lock.locked():
+            self.stats.max_waiting = max(self.stats.max_waiting, len(self._pending))
         try:
             async with lock:
                 self._pending.pop(job.task_id, None)

@@ -186,6 +186,7 @@ class A1111Pool:
             log.warning("A1111 server %s is down (%s); checking it again later", server.url, reason)
         server.healthy = False
         if server.index not in self._checks:
+            server.next_check = asyncio.get_running_loop().time() + self._backoff[0]
             check = asyncio.ensure_future(self._check_until_up(server))
             self._checks[server.index] = check
             check.add_done_callback(lambda _: self._checks.pop(server.index, None))

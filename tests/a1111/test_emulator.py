@@ -117,7 +117,7 @@ async def test_one_job_at_a_time_in_arrival_order_and_the_queue_is_visible(sessi
     assert seen["textinfo"] == "In queue: 2/2"
     replies = await within(asyncio.gather(first, *rest))
     assert all(status == 200 for status, _ in replies)
-    assert emu.stats.max_concurrent == 1
+    assert emu.stats.max_concurrent == 1 and emu.stats.max_waiting == 2
     assert emu.stats.started_tasks == ["t0", "t1", "t2"]
     _, done = await call(session, emu, "POST", "/internal/progress", {"id_task": "t0"})
     assert done["completed"] is True and done["active"] is False

@@ -458,6 +458,8 @@ class Emulator:
         self._pending: dict[str, float] = {}  # task id → queued at (wall clock)
         self._current: Job | None = None
         self._finished: deque[str] = deque(maxlen=FINISHED_REMEMBERED)
+        # The generation requests accepted, newest last, so tests can see what was sent.
+        self.history: deque[Generation] = deque(maxlen=64)
         self._jobs: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Condition()
@@ -552,9 +554,10 @@ class Emulator:
         await self.stop()
 
     def reset(self) -> None:
-        """Forget faults and stats (running jobs carry on)."""
+        """Forget faults, stats and history (running jobs carry on)."""
         self.faults.clear()
         self.stats.reset()
+        self.history.clear()
         self._finished.clear()
 
     async def wait_until(self, predicate: Callable[[Emulator], bool]) -> None:
@@ -666,6 +669,7 @@ class Emulator:
     async def _read_generation(self, request: web.Request, kind: str) -> Generation:
         body = await _json_body(request)
         generation = _parse_generation(body, kind, self.samplers)
+        self.history.append(generation)
         if generation.init_image is not None:
             try:
                 await asyncio.to_thread(_inspect, generation.init_image)

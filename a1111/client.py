@@ -175,7 +175,7 @@ class A1111Client:
 
         `preview_id` is the `id_live_preview` last received: the server then sends a live
         preview only when it has a newer one. Falls back to the global progress for good
-        after `/internal/progress` answers 404.
+        after `/internal/progress` answers 404 (or 401: behind the web UI's login).
         """
         if self.has_task_progress is not False:
             try:
@@ -188,8 +188,11 @@ class A1111Client:
                         "live_preview": live_preview,
                     },
                 )
-            except EndpointMissing:
-                log.info("%s has no /internal/progress; reading the global progress", self)
+            except (EndpointMissing, CredentialsRefused) as exc:
+                # 404: an older server, or one run --nowebui. 401: the web UI's own login
+                # guards its routes (the API's global progress takes the API credentials).
+                why = "has no" if isinstance(exc, EndpointMissing) else "guards"
+                log.info("%s %s /internal/progress; reading the global progress", self, why)
                 self.has_task_progress = False
             else:
                 self.has_task_progress = True

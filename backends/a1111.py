@@ -221,9 +221,12 @@ class A1111Backend:
             log.warning("no A1111 server answered at start; offering the stock sampler list")
 
     async def close(self) -> None:
-        for watcher in list(self._watchers):
-            watcher.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        """Stop following and health checks, and abandon calls still running (their
+        servers finish them; the next process's `follow` stops them as orphans)."""
+        calls = [t.call for t in self._tasks.values() if not t.call.done()]
+        for pending in [*self._watchers, *calls]:
+            pending.cancel()
+        await asyncio.gather(*self._watchers, *calls, return_exceptions=True)
         await self._pool.close()
 
     def _describe(self) -> Capabilities:
@@ -319,7 +322,7 @@ class A1111Backend:
         while True:
             server = self._pool.acquire(sampler=sampler, exclude=refused)
             if server is None:
-                raise NotAccepted(self._why_not(refused, sampler), retry_after=self._retry_after())
+                raise NotAccepted(self._why_not(sampler), retry_after=self._retry_after())
             sent = asyncio.Event()
             running = asyncio.ensure_future(self._run(server, call(server, sent)))
             running.add_done_callback(_consume)
@@ -373,7 +376,7 @@ class A1111Backend:
         if task is not None:
             task.done_at = asyncio.get_running_loop().time()
 
-    def _why_not(self, refused: set[int], sampler: str | None) -> str:
+    def _why_not(self, sampler: str | None) -> str:
         servers = self._pool.servers
         if not any(s.healthy for s in servers):
             return f"no A1111 server is up ({len(servers)} down)"

@@ -713,9 +713,10 @@ class Emulator:
                     job.previews = await asyncio.to_thread(job.work.render_previews)
                 loop = asyncio.get_running_loop()
                 job.started = loop.time()
-                # Previews appear as time passes: wake wait_until() callers when they do.
+                # Previews appear as time passes: wake wait_until() callers when they do
+                # (a little after, as asyncio may run a timer up to its resolution early).
                 ticks = [
-                    loop.call_later(job.duration * k / (PREVIEWS + 1), self._notify_soon)
+                    loop.call_later(job.duration * k / (PREVIEWS + 1) + 0.001, self._notify_soon)
                     for k in range(1, len(job.previews) + 1)
                 ]
                 self._current = job
@@ -723,8 +724,8 @@ class Emulator:
                 self.stats.started_tasks.append(job.task_id)
                 self.stats.running += 1
                 self.stats.max_concurrent = max(self.stats.max_concurrent, self.stats.running)
-                await self._notify()
                 try:
+                    await self._notify()
                     fault = job.fault_at_half
                     if fault is not None and fault.kind != "delay":
                         await self._interruptible(job, job.duration / 2)

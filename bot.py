@@ -29,12 +29,13 @@ from jobs.admission import Admission
 from jobs.intake import Intake
 from jobs.runner import JobRunner
 from jobs.store import JobStore
+from logs import configure_logging
 from quota import ledger
 from quota.moderation import Moderation
 from services import Services
-from settings import ConfigError, RedactingFormatter, Settings, load_settings
+from settings import ConfigError, Settings, load_settings
 from sharing.gallery import Gallery
-from storage import Database, open_database
+from storage import Database, StorageError, app_state, open_database
 
 log = logging.getLogger("bot")
 
@@ -44,7 +45,14 @@ EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits", "cogs.gallery", "cog
 class ImagineBot(commands.Bot):
     services: Services
 
-    def __init__(self, settings: Settings, *, clock: Clock = system_clock, **options: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+        db: Database | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -55,15 +63,18 @@ class ImagineBot(commands.Bot):
         self.clock = clock
         self.session: aiohttp.ClientSession | None = None
         self.backend: Built | None = None
-        self.db: Database | None = None
+        self.db: Database | None = db
         self._closing: asyncio.Future[None] | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
         self.session = aiohttp.ClientSession()
-        self.db = db = await open_database(settings.database_url)
+        if self.db is None:
+            self.db = await open_database(settings.database_url)
+        db = self.db
         async with db.transaction() as conn:
             await ledger.ensure_account(conn, settings.account_credit, self.clock())
+        await self._note_credit_setting(db)
         self.backend = built = await build_backend(settings, self.session)
         if settings.sandbox:
             log.info(
@@ -114,13 +125,41 @@ class ImagineBot(commands.Bot):
         await self._sync_commands()
         await runner.start()
 
+    async def _note_credit_setting(self, db: Database) -> None:
+        """ACCOUNT_CREDIT seeds the ledger once; a later change to it is said once, not
+        silently ignored."""
+        now = (
+            "unlimited"
+            if self.settings.account_credit is None
+            else str(self.settings.account_credit)
+        )
+        before = await app_state.get(db, app_state.ACCOUNT_CREDIT_KEY)
+        if before is not None and before != now:
+            log.warning(
+                "ACCOUNT_CREDIT changed from %s to %s, but the ledger keeps its own figure "
+                "after the first start: use /credit set to change the account's credit",
+                before,
+                now,
+            )
+        await app_state.put(db, app_state.ACCOUNT_CREDIT_KEY, now)
+
     async def _sync_commands(self) -> None:
-        if self.settings.dev_guild_id:
-            guild = discord.Object(self.settings.dev_guild_id)
+        """Sync to the dev server (instant) or globally, and remove the other set, so no
+        command is ever listed twice in a server."""
+        assert self.db is not None
+        previous = await app_state.get(self.db, app_state.DEV_GUILD_KEY)
+        dev_guild = self.settings.dev_guild_id
+        if dev_guild:
+            guild = discord.Object(dev_guild)
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
+            self.tree.clear_commands(guild=None)
+            await self.tree.sync()  # no global commands while a dev server has them
         else:
             synced = await self.tree.sync()
+        if previous and previous != str(dev_guild or ""):
+            await self.http.bulk_upsert_guild_commands(self.application_id, int(previous), [])
+        await app_state.put(self.db, app_state.DEV_GUILD_KEY, str(dev_guild or ""))
         log.info("synced %d application commands", len(synced))
 
     async def on_ready(self) -> None:
@@ -145,16 +184,15 @@ class ImagineBot(commands.Bot):
             await self.session.close()
 
 
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", settings.secrets)
-    )
-    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
-
-
 async def run(settings: Settings) -> int:
-    bot = ImagineBot(settings)
+    # The database first: a folder the bot cannot write, a corrupt file or a PostgreSQL that
+    # refuses us is one clear line, before anything talks to Discord.
+    try:
+        db = await open_database(settings.database_url)
+    except StorageError as error:
+        print(f"error: DATABASE_URL cannot be used: {error}", file=sys.stderr)
+        return 2
+    bot = ImagineBot(settings, db=db)
     loop = asyncio.get_running_loop()
     closing: list[asyncio.Task[None]] = []
 
@@ -186,7 +224,7 @@ def main() -> int:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    configure_logging(settings.log_level, settings.secrets)
     return asyncio.run(run(settings))
 
 

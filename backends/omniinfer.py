@@ -43,15 +43,13 @@ from omni import rules
 from omni.client import OmniClient
 from omni.errors import (
     AuthenticationError,
-    ConnectionFailed,
     DownloadFailed,
     InsufficientCredit,
     InvalidRequest,
     OmniError,
+    ServerError,
     SubmissionUncertain,
     TaskNotFound,
-    TransientError,
-    UnknownAPIError,
 )
 from omni.errors import TaskFailed as OmniTaskFailed
 from omni.errors import TaskTimedOut as OmniTaskTimedOut
@@ -83,6 +81,9 @@ OPTION_FOR_FIELD: dict[str, str] = {
     "factor": "factor",
     "upscaling_resize": "factor",
 }
+
+# Seconds before a rate-limited submit is tried again (v2 sends no Retry-After).
+RATE_LIMIT_WAIT = 5.0
 
 
 def capabilities() -> Capabilities:
@@ -293,17 +294,15 @@ class OmniinferBackend:
         if isinstance(exc, OmniTaskTimedOut):
             return TaskTimedOut(message, by_server=exc.by_server)
         if isinstance(exc, TaskNotFound):
-            return TaskLost(message, spent=True)
+            # Unknown to Omniinfer: never created, or forgotten before its images were made.
+            return TaskLost(message, spent=False)
         if isinstance(exc, DownloadFailed):
             return BadOutput(message)
-        if submitting and isinstance(exc, ConnectionFailed | UnknownAPIError):
-            # Never connected, or an envelope refusing the request: no task was created.
-            return NotAccepted(message)
-        if submitting and isinstance(exc, TransientError):
-            # Every other transient fault on a submit was answered by the API with a
-            # refusal (codes -1, 5, 9; HTTP 408/429): the client raises SubmissionUncertain
-            # for anything after which a task may exist.
-            return NotAccepted(message)
+        if submitting and isinstance(exc, ServerError) and exc.status == 429:
+            # A rate limit refuses the submit outright: it goes back in line for later.
+            return NotAccepted(message, retry_after=RATE_LIMIT_WAIT)
+        # Other refusals and faults were already retried by the client: the member is told
+        # the service is not answering (nothing was created, nothing charged).
         return Unavailable(message)
 
 

@@ -22,7 +22,7 @@ from bench.common import finish, percentile, table
 from jobs.admission import Admission, Admitted, Ticket
 from jobs.model import Origin
 from jobs.store import JobStore
-from omni import Txt2ImgRequest
+from jobs.backend import Generation
 from quota import ledger
 from quota.limits import LimitField, Rule, ScopeKind
 from quota.store import set_rule
@@ -59,7 +59,7 @@ async def admit_all(url: str, users: int, per_user: int, first_user: int) -> lis
             # Asked now, served in turn: waiting behind the other users is part of the check's
             # time (an admission on SQLite runs without yielding once it starts).
             await asyncio.sleep(0)
-            ticket = Ticket(Origin(GUILD, 2, user_id), Txt2ImgRequest(prompt="bench"))
+            ticket = Ticket(Origin(GUILD, 2, user_id), Generation(prompt="bench"))
             outcome = await admission.admit(ticket)
             latencies.append((time.perf_counter() - started) * 1000)
             assert isinstance(outcome, Admitted), outcome

@@ -98,6 +98,7 @@ class Capabilities:
     subseed: bool = False  # A1111-style variation seeds
     cancel: bool = False
     costs_credit: bool = True  # False for a self-hosted server: no account budget to spend
+    model: str = "sd_xl_base_1.0.safetensors"  # the checkpoint it generates with
 
 
 class TaskState(StrEnum):

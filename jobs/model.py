@@ -77,6 +77,7 @@ class JobResult:
     width: int
     height: int
     duration: float
+    model: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -85,6 +86,7 @@ class JobResult:
                 "width": self.width,
                 "height": self.height,
                 "duration": self.duration,
+                "model": self.model,
             }
         )
 
@@ -98,6 +100,7 @@ class JobResult:
             width=data["width"],
             height=data["height"],
             duration=data["duration"],
+            model=data.get("model", ""),
         )
 
 

@@ -140,9 +140,10 @@ class JobRunner:
         while True:
             while not self._queue or self._in_flight >= self._cap():
                 self._changed.clear()
+                # A backend's capacity changes without telling us (a server comes back).
                 with contextlib.suppress(TimeoutError):
-                    # A backend's capacity changes without telling us (a server comes back).
-                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._changed.wait()
             job = self._queue.pop()
             assert job is not None
             self._spawn(self._run(job))
@@ -276,6 +277,7 @@ class JobRunner:
             width=width,
             height=height,
             duration=self._clock() - job.created_at,
+            model=self._backend.capabilities.model,
         )
         job = job.with_(result=result)
         try:
@@ -313,7 +315,13 @@ class JobRunner:
         if ended is None or ended.state is not JobState.FAILED or not output.images:
             return
         width, height = output.size or job.output_size
-        result = JobResult(output.seeds, width, height, self._clock() - job.created_at)
+        result = JobResult(
+            output.seeds,
+            width,
+            height,
+            self._clock() - job.created_at,
+            model=self._backend.capabilities.model,
+        )
         try:
             posted = await self._reporter.deliver(ended.with_(result=result), list(output.images))
         except DeliveryFailed as error:

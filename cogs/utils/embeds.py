@@ -129,6 +129,7 @@ def details_embed(job: Job) -> discord.Embed:
     )
     width, height = job.output_size
     fields = [
+        ("Model", job.result.model if job.result and job.result.model else "—"),
         ("Sampler", request.sampler),
         ("Steps", str(request.steps)),
         ("CFG scale", f"{request.cfg_scale:g}"),

@@ -140,13 +140,26 @@ async def test_history_lists_my_jobs_and_is_for_moderators_about_others(harness)
     assert "first picture" in allowed.latest.text
 
 
-async def test_variations_use_the_same_options_with_seeds_next_to_the_original(harness):
+async def test_a_variation_starts_from_the_chosen_image_with_the_same_options(harness):
+    # Omniinfer v2 has no variation seed, so a variation is image-to-image of that picture:
+    # a neighbouring seed would give an unrelated image, not a variation.
+    assert not harness.bot.services.backend.capabilities.subseed
     record = await finished_job(harness, prompt="a fox", seed=1000, images=2, steps=22)
+    labels = [c.split(":", 2)[2] for c in record.original.custom_ids() if ":variation:" in c]
+    assert sorted(label.split(":", 1)[1] for label in labels) == [
+        "0:strong",
+        "0:subtle",
+        "1:strong",
+        "1:subtle",
+    ]
     harness.clock.advance(11)
-    variation = await harness.click(harness.world.alice, record, "variations")
+    variation = await harness.click(harness.world.alice, record, "variation", nth=1)
     await harness.finished(variation)
     assert "Steps: 22" in variation.latest.text
-    assert "1002, 1003" in variation.latest.text
+    assert harness.emulator.stats.requests["img2img"] == 1
+    details = await harness.click(harness.world.alice, variation, "details")
+    await harness.answered(details)
+    assert "Denoising strength: 0.35" in details.latest.text  # image 2, subtle
 
 
 async def test_upscale_makes_the_chosen_image_twice_as_big_through_the_same_limits(harness):

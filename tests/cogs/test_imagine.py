@@ -144,15 +144,22 @@ async def test_images_too_big_for_the_upload_limit_are_reencoded_or_split(harnes
     assert all(len(data) <= 400_000 for data in total)
 
 
-async def test_age_restricted_channels_skip_the_safety_negative_prompt(harness):
-    public = await harness.imagine(prompt="a beach")
+async def test_safety_terms_are_sent_outside_age_restricted_channels_but_never_shown(harness):
+    public = await harness.imagine(prompt="a beach", negative_prompt="fog")
     private = await harness.imagine(
         member=harness.world.bob, channel=harness.world.nsfw, prompt="a beach"
     )
     await harness.finished(public)
     await harness.finished(private)
-    assert "nsfw" in public.latest.text.lower()
+    sent = {task.job.negative_prompt for task in harness.emulator._tasks.values()}
+    assert sent == {f"fog, {harness.bot.settings.safety_negative_prompt}", ""}
+    assert "Negative prompt: fog" in public.latest.text  # only the member's own words
+    assert "nsfw" not in public.latest.text.lower()
     assert "Negative prompt" not in private.latest.text
+    details = await harness.click(harness.world.alice, public, "details")
+    await harness.answered(details)
+    assert "safety terms were added" in details.latest.text
+    assert "nsfw" not in details.latest.text.lower()
 
 
 async def test_reroll_makes_a_new_job_with_the_same_options_and_a_new_seed(harness):

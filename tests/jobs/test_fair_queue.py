@@ -2,7 +2,7 @@
 
 from jobs.fair_queue import FairQueue
 from jobs.model import Charge, Job, JobKind, JobState, Origin
-from omni import Txt2ImgRequest
+from jobs.backend import Generation
 
 
 def job(user: int, n: int) -> Job:
@@ -13,7 +13,7 @@ def job(user: int, n: int) -> Job:
         charge=Charge.RESERVED,
         cost=1,
         origin=Origin(guild_id=1, channel_id=2, user_id=user),
-        request=Txt2ImgRequest(prompt="x"),
+        request=Generation(prompt="x"),
     )
 
 

@@ -181,3 +181,15 @@ def image_bytes(record: InteractionRecord) -> list[bytes]:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_image_per_message(prompt: str, seed: int, images: int, size: int = 1024) -> int:
+    """An upload limit that holds any one of the emulator's images for (prompt, seed...) but
+    never two, so a result is split into exactly one message per image, whatever the seed
+    makes the PNGs weigh."""
+    from omni.emulator_images import render
+
+    sizes = [len(render(prompt, seed + i, size, size)) for i in range(images)]
+    limit = max(sizes)
+    assert 2 * min(sizes) > limit, f"these images cannot be split one per message: {sizes}"
+    return limit

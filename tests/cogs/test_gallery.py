@@ -7,7 +7,7 @@ import io
 from PIL import Image, ImageStat
 
 from quota import ledger
-from tests.harness import image_bytes
+from tests.harness import image_bytes, one_image_per_message
 
 
 async def finished_job(harness, member=None, channel=None, **options):
@@ -176,8 +176,8 @@ async def test_upscale_makes_the_chosen_image_twice_as_big_through_the_same_limi
 
 
 async def test_upscale_finds_an_image_that_did_not_fit_in_the_first_message(harness):
-    harness.world.guild.upload_limit = 150_000  # one ~90 kB image per message
-    record = await harness.imagine(images=3)
+    harness.world.guild.upload_limit = one_image_per_message("a lighthouse at dusk", 5, 3)
+    record = await harness.imagine(images=3, seed=5)
     await harness.finished(record, timeout=30)
     await harness.fake.wait_for(lambda: len(record.followups) == 2, timeout=30)
     sources = [image_bytes(record)[0]] + [m.attachments[0].data for m in record.followups]

@@ -9,7 +9,7 @@ import itertools
 import aiohttp
 import pytest
 
-from tests.harness import image_bytes
+from tests.harness import image_bytes, one_image_per_message
 
 
 async def emulator_image(emulator, task_id: str, index: int) -> bytes:
@@ -201,8 +201,8 @@ async def test_delete_is_refused_for_others_and_allowed_for_owner_and_moderators
 
 
 async def test_delete_removes_every_message_of_a_job_whose_images_were_split(harness):
-    harness.world.guild.upload_limit = 150_000  # one ~90 kB image per message
-    record = await harness.imagine(images=3)
+    harness.world.guild.upload_limit = one_image_per_message("a lighthouse at dusk", 5, 3)
+    record = await harness.imagine(images=3, seed=5)
     await harness.finished(record)
     await harness.fake.wait_for(lambda: len(record.followups) == 2)
     deleting = await harness.click(harness.world.alice, record, "delete")

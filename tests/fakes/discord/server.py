@@ -35,7 +35,7 @@ from tests.fakes.discord.state import (
     Member,
     Message,
     World,
-    bot_token,
+    new_bot_token,
     snowflake,
 )
 from tests.fakes.discord.webhooks import APPLICATION_COMMAND, COMPONENT, Webhooks
@@ -189,7 +189,7 @@ class FakeDiscord:
         (401) and to IDENTIFY (4004). Returns the new token."""
         app = app or self.app
         del self._apps[app.token]
-        app.token = bot_token(app.id)
+        app.token = new_bot_token(app.id)
         self._apps[app.token] = app
         return app.token
 

@@ -58,7 +58,7 @@ def snowflake_time(value: int) -> datetime:
     return datetime.fromtimestamp(((value >> 22) + DISCORD_EPOCH_MS) / 1000, UTC)
 
 
-def bot_token(user_id: int) -> str:
+def new_bot_token(user_id: int) -> str:
     """A token shaped like Discord's: base64 user id, timestamp, HMAC."""
     head = base64.urlsafe_b64encode(str(user_id).encode()).decode().rstrip("=")
     return f"{head}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
@@ -120,7 +120,7 @@ class Application:
     def create(cls, name: str) -> Application:
         app_id = snowflake()
         user = User(app_id, name, bot=True)  # a bot user shares its application's id
-        return cls(app_id, name, user, bot_token(app_id))
+        return cls(app_id, name, user, new_bot_token(app_id))
 
     def to_json(self) -> dict[str, Any]:
         return {

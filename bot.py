@@ -25,6 +25,7 @@ from clock import Clock, system_clock
 from cogs.utils.buttons import result_view
 from cogs.utils.reporter import DiscordReporter
 from cogs.utils.sources import DiscordSourceImages
+from cogs.utils.tree import CommandTree
 from jobs.admission import Admission
 from jobs.intake import Intake
 from jobs.runner import JobRunner
@@ -57,6 +58,7 @@ class ImagineBot(commands.Bot):
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
             help_command=None,
+            tree_cls=CommandTree,
             **options,
         )
         self.settings = settings

@@ -13,8 +13,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils import wording
 from cogs.utils.replies import answer
-from cogs.utils.wording import UNEXPECTED
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -23,15 +23,19 @@ log = logging.getLogger(__name__)
 
 
 def describe(error: app_commands.AppCommandError) -> str:
+    """The member's answer to an error from a command's checks or option parsing. A value
+    the member (or a forged payload) sent is never echoed back."""
     if isinstance(error, app_commands.MissingPermissions):
-        return "⛔ Only moderators (Manage Server) can use this command."
+        return wording.MODERATORS_ONLY
     if isinstance(error, app_commands.NoPrivateMessage):
-        return "This command works in servers only."
+        return wording.SERVERS_ONLY
     if isinstance(error, app_commands.CheckFailure):
-        return f"⛔ {error}" if str(error) else "⛔ You can't use this command here."
+        return f"⛔ {error}" if str(error) else wording.NOT_HERE
     if isinstance(error, app_commands.TransformerError):
-        return f"❌ **{error.transformer.type.name.lower()}** option: {error.value!r} is not valid."
-    return UNEXPECTED
+        return wording.option_not_valid(error.transformer.type.name.lower())
+    if isinstance(error, app_commands.CommandSignatureMismatch):
+        return wording.option_not_valid("command")  # options typed unlike the synced command
+    return wording.UNEXPECTED
 
 
 class Errors(commands.Cog):
@@ -47,7 +51,7 @@ class Errors(commands.Cog):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         text = describe(error)
-        if text is UNEXPECTED:
+        if text is wording.UNEXPECTED:
             original = getattr(error, "original", error)
             log.error(
                 "command %s failed",

@@ -807,7 +807,7 @@ class Emulator:
         completed = task_id in self._finished
         if job is None or job.task_id != task_id:
             textinfo = "Waiting..."
-            if queued:
+            if queued and task_id is not None:
                 order = self.queued_tasks
                 textinfo = f"In queue: {order.index(task_id) + 1}/{len(order)}"
             await self._notify()

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from a1111.errors import MalformedReply
 
@@ -171,7 +171,8 @@ class TaskProgress:
         interrupted...}, current_image, textinfo, current_task}, seen from `task_id`."""
         if not isinstance(body, dict):
             raise MalformedReply("the progress reply is not a JSON object")
-        state = body.get("state") if isinstance(body.get("state"), dict) else {}
+        raw_state = body.get("state")
+        state = raw_state if isinstance(raw_state, dict) else {}
         job_count = state.get("job_count")
         busy = _is_int(job_count) and job_count > 0
         current = body.get("current_task")
@@ -269,20 +270,20 @@ def _list(body: object, what: str) -> list[Any]:
     return body
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fraction(value: object) -> float | None:
-    return min(1.0, max(0.0, float(value))) if _is_number(value) else None  # type: ignore[arg-type]
+    return min(1.0, max(0.0, float(value))) if _is_number(value) else None
 
 
 def _seconds(value: object) -> float | None:
-    return max(0.0, float(value)) if _is_number(value) else None  # type: ignore[arg-type]
+    return max(0.0, float(value)) if _is_number(value) else None
 
 
 def _text(value: object) -> str | None:

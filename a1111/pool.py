@@ -227,10 +227,13 @@ class A1111Pool:
             server.client.upscalers(),
             return_exceptions=True,
         )
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
         samplers, models, upscalers = answers
+        if isinstance(samplers, BaseException):
+            raise samplers
+        if isinstance(models, BaseException):
+            raise models
+        if isinstance(upscalers, BaseException):
+            raise upscalers
         server.samplers = tuple(samplers)
         server.models = tuple(models)
         server.upscalers = tuple(upscalers)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import uuid
@@ -351,7 +352,7 @@ class A1111Backend:
                 subseed_strength=subseed_strength,
                 call=running,
             )
-            running.add_done_callback(lambda _, h=handle: self._finished(h))
+            running.add_done_callback(functools.partial(self._finished, handle))
             log.debug("task %s sent to %s", task_id, server.url)
             return handle
 
@@ -371,7 +372,7 @@ class A1111Backend:
         finally:
             self._pool.release(server)
 
-    def _finished(self, handle: str) -> None:
+    def _finished(self, handle: str, _call: asyncio.Future[Any]) -> None:
         task = self._tasks.get(handle)
         if task is not None:
             task.done_at = asyncio.get_running_loop().time()

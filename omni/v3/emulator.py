@@ -64,7 +64,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import web
 from PIL import Image
@@ -806,7 +806,8 @@ class Emulator:
 
     async def _control_forget(self, body: dict[str, Any]) -> dict[str, Any]:
         task_id = body.get("task_id")
-        _check(isinstance(task_id, str), "task_id: text")
+        if not isinstance(task_id, str):
+            raise ValueError("task_id: text")
         return {"forgotten": self.forget(task_id)}
 
     async def _control_balance(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -906,9 +907,9 @@ def _whole(request: dict[str, Any], name: str, default: int | None, bounds: rule
     """A required (default None) or optional integer field within `bounds`."""
     value = request.get(name)
     value = default if value is None else value
-    if not _is_int(value) or value not in bounds:
-        raise _invalid(name, f"must be a whole number in [{bounds.describe()}] (got {value!r})")
-    return value
+    if _is_int(value) and value in bounds:
+        return value
+    raise _invalid(name, f"must be a whole number in [{bounds.describe()}] (got {value!r})")
 
 
 def _number(
@@ -916,16 +917,16 @@ def _number(
 ) -> float:
     value = request.get(name)
     value = default if value is None else value
-    if not _is_number(value) or value not in bounds:
-        raise _invalid(name, f"must be a number in [{bounds.describe()}] (got {value!r})")
-    return value
+    if _is_number(value) and value in bounds:
+        return value
+    raise _invalid(name, f"must be a number in [{bounds.describe()}] (got {value!r})")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -17,7 +17,7 @@ import base64
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from omni import rules
 from omni.errors import InvalidRequest, MalformedResponse
@@ -45,11 +45,11 @@ def _require(ok: bool, field_name: str, message: str) -> None:
         raise InvalidRequest(f"{field_name}: {message}", field=field_name)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -196,6 +196,8 @@ class TaskStatus(StrEnum):
 
     @classmethod
     def read(cls, value: object) -> TaskStatus:
+        if not isinstance(value, str):
+            return cls.UNKNOWN
         try:
             return cls(value)
         except ValueError:
@@ -242,7 +244,8 @@ class TaskResult:
             raise MalformedResponse(f"task-result for {task_id}: no task object")
         task = data["task"]
         raw_status = task.get("status")
-        extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+        raw_extra = data.get("extra")
+        extra = raw_extra if isinstance(raw_extra, dict) else {}
         raw_seed = extra.get("seed")
         percent = read_number(task.get("progress_percent"))
         eta = read_number(task.get("eta"))

@@ -17,6 +17,7 @@ from jobs.model import JobState
 from omni.v3.emulator import Emulator as NovitaEmulator
 from quota import ledger
 from settings import Settings
+from tests.fakes.discord import InteractionRecord
 from tests.harness import Harness, build_world
 
 NOVITA_KEY = "sk-novita-e2e-5f1d2c"
@@ -97,6 +98,22 @@ async def a1111_pool_harness(fake_discord, tmp_path) -> AsyncIterator[A1111Harne
     harness = await start_a1111_harness(fake_discord, tmp_path, 3, 1.0)
     yield harness
     await stop_a1111_harness(harness)
+
+
+def ended(record: InteractionRecord) -> bool:
+    """The reply shows how the job ended. Unlike `Harness.finished`, an attachment alone is
+    not an ending: A1111's live preview is uploaded as one while the job runs."""
+    if record.followups:
+        return True
+    latest = record.latest
+    if latest is None or latest.loading:
+        return False
+    return any(mark in latest.text for mark in ("Images ready", "❌", "⛔"))
+
+
+async def finished(harness: Harness, record: InteractionRecord, timeout: float = 20.0):
+    await harness.fake.wait_for(lambda: ended(record), timeout)
+    return record
 
 
 async def settled(harness: Harness) -> ledger.Balance:

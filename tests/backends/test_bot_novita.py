@@ -30,7 +30,7 @@ async def test_imagine_shows_progress_then_posts_the_emulators_pngs_and_the_seed
     assert progress, [s.text for s in record.history]
     final = record.latest
     assert "Images ready" in final.text and "a red fox in snow" in final.text
-    assert "42" in final.text  # the seed Novita reports (one per task)
+    assert "Seed: 42\n" in final.text  # the one seed Novita reports, no invented 43
     [task] = novita._tasks.values()
     assert task.job.seed == 42 and task.job.image_num == 2
     assert image_bytes(record) == [task.job.render(i) for i in range(2)]

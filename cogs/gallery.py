@@ -14,8 +14,9 @@ from cogs.utils import embeds, wording
 from cogs.utils.buttons import GALLERY_BUTTONS, bind_gallery_buttons, vote_view
 from cogs.utils.checks import require_moderator
 from cogs.utils.guards import known_guild
+from cogs.utils.replies import answer
 from jobs.model import Job
-from sharing.gallery import ShareRefusal
+from sharing.gallery import Destination, ShareRefusal
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -55,7 +56,7 @@ class Gallery(commands.Cog):
         change = await self.services.gallery.set_channel(
             interaction.guild_id or 0, interaction.user.id, channel.id
         )
-        await interaction.response.send_message(f"✅ {change.describe()}", ephemeral=True)
+        await interaction.response.send_message(f"✅ {wording.describe(change)}", ephemeral=True)
 
     @gallery.command(name="top", description="The most voted shared images")
     @app_commands.describe(period="Over which period (default: week)")
@@ -94,26 +95,32 @@ class Gallery(commands.Cog):
         job = await self.job_for(interaction, job_id)
         if job is None:
             return
-        gallery_id = await self.services.gallery.channel(job.origin.guild_id or 0)
-        channel = self.bot.get_channel(gallery_id) if gallery_id else None
-        channel_nsfw = bool(getattr(channel, "nsfw", False))
-        _claimed, refusal = await self.services.gallery.claim(
-            job, interaction.user.id, gallery_age_restricted=channel_nsfw
-        )
-        if refusal is not None or not isinstance(channel, discord.TextChannel):
-            text = refusal.value if refusal is not None else ShareRefusal.NO_GALLERY.value
-            await interaction.response.send_message(f"⛔ {text}", ephemeral=True)
+        claim = await self.services.gallery.claim(job, interaction.user.id, self._find_gallery)
+        if isinstance(claim, ShareRefusal):
+            await interaction.response.send_message(
+                wording.share_refusal_text(claim), ephemeral=True
+            )
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
+
+        async def post(channel: discord.TextChannel) -> int:
+            await interaction.response.defer(ephemeral=True, thinking=True)
             message = await self._post_to_gallery(channel, job, interaction.message)
+            return message.id
+
+        try:
+            await self.services.gallery.publish(claim, post)
         except discord.HTTPException as error:
-            await self.services.gallery.unclaim(job.id)
             log.warning("gallery post for %s failed: %s", job.id, error)
-            await interaction.followup.send("❌ Discord refused the gallery post; try again.")
+            await answer(interaction, wording.SHARE_POST_FAILED)
             return
-        await self.services.gallery.posted(job.id, message.id)
-        await interaction.followup.send(f"📣 Shared to {channel.mention}!")
+        await interaction.followup.send(f"📣 Shared to {claim.channel.mention}!")
+
+    def _find_gallery(self, channel_id: int) -> Destination[discord.TextChannel] | None:
+        """The gallery channel as Discord has it now (None: deleted, or out of reach)."""
+        channel = self.bot.get_channel(channel_id)
+        if not isinstance(channel, discord.TextChannel):
+            return None
+        return Destination(channel, age_restricted=channel.is_nsfw())
 
     async def _post_to_gallery(
         self, channel: discord.TextChannel, job: Job, original: discord.Message | None

@@ -1,22 +1,35 @@
-"""`/quota` for everyone; `/limits`, `/credit`, `/blocklist`, `/modlog` for moderators.
+"""`/quota` for everyone; `/limits`, `/blocklist`, `/modlog` and `/credit show` for a
+server's moderators; `/credit set`, `/credit allot` and `/credit unallot` for the bot's
+operator alone (they change what every server gets; see `cogs/utils/checks.py`).
 
 Moderator groups are hidden from members with `default_permissions`, and every call is
 checked again at run time (admins can change command permissions, and clients can send
-anything). Changes are announced in the mod-log channel when one is set.
+anything). Changes are announced in the server's mod-log channel when one is set; a change
+of the account's credit, which every server shares, in every server's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.checks import MODERATOR_PERMISSIONS, require_moderator
+from cogs.utils import wording
+from cogs.utils.checks import (
+    MODERATOR_PERMISSIONS,
+    is_operator,
+    require_moderator,
+    require_operator,
+)
+from quota.allotments import Allotment, AllotmentPeriod
+from quota.changes import Change, CreditSet
+from quota.guild_settings import GuildChannel
 from quota.limits import LimitField, ScopeKind
-from quota.moderation import Change, ModerationError
+from quota.moderation import ModerationError
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -41,8 +54,18 @@ class ModeratorGroup(app_commands.Group):
         return True
 
 
+class CreditGroup(ModeratorGroup):
+    """`/credit`: a server's moderators may look; changes are the operator's (each command
+    checks), and the operator may look in any server."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if not await is_operator(interaction.client, interaction.user):  # type: ignore[arg-type]
+            require_moderator(interaction)
+        return True
+
+
 def _when(timestamp: float | None) -> str:
-    return f"<t:{int(timestamp) + 1}:R>" if timestamp else "now"
+    return wording.when(timestamp) if timestamp else "now"
 
 
 def _scope_of(interaction: discord.Interaction, target: Target | None) -> tuple[ScopeKind, int]:
@@ -55,7 +78,7 @@ def _scope_of(interaction: discord.Interaction, target: Target | None) -> tuple[
 
 class Limits(commands.Cog):
     limits = ModeratorGroup(name="limits", description="Per-member image limits")
-    credit = ModeratorGroup(name="credit", description="The Omniinfer account's credit")
+    credit = CreditGroup(name="credit", description="The image account's credit and allotments")
     blocklist = ModeratorGroup(name="blocklist", description="Prompt words this server refuses")
     modlog = ModeratorGroup(name="modlog", description="Where limit changes are announced")
 
@@ -64,29 +87,36 @@ class Limits(commands.Cog):
         self.moderation = bot.services.moderation
 
     async def _announce(self, interaction: discord.Interaction, change: Change) -> None:
-        """Answer the moderator and post the change to the mod-log channel, if any."""
-        text = f"✅ {change.describe()}"
-        await interaction.response.send_message(text, ephemeral=True)
-        channel_id = await self.moderation.modlog_channel(interaction.guild_id or 0)
-        if channel_id is None:
-            return
-        channel = self.bot.get_channel(channel_id)
-        if isinstance(channel, discord.abc.Messageable):
+        """Answer the moderator and post the change to the mod-log channel, if any (to every
+        server's, for the account's credit: every server shares it)."""
+        text = wording.describe(change)
+        await interaction.response.send_message(f"✅ {text}", ephemeral=True)
+        if isinstance(change, CreditSet):
+            channel_ids = await self.moderation.modlog_channels()
+        else:
+            channel_id = await self.moderation.modlog_channel(interaction.guild_id or 0)
+            channel_ids = [] if channel_id is None else [channel_id]
+        for channel_id in channel_ids:
+            channel = self.bot.get_channel(channel_id)
+            if not isinstance(channel, discord.abc.Messageable):
+                continue
             try:
                 await channel.send(
-                    f"🛠️ {interaction.user.mention}: {change.describe()}",
+                    f"🛠️ {interaction.user.mention}: {text}",
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
             except discord.HTTPException as error:
-                log.warning("could not post to the mod-log channel: %s", error)
+                log.warning("could not post to the mod-log channel %s: %s", channel_id, error)
 
-    async def _apply(self, interaction: discord.Interaction, change_coro: object) -> None:
+    async def _apply(self, interaction: discord.Interaction, change: Awaitable[Change]) -> None:
         try:
-            change = await change_coro  # type: ignore[misc]
+            done = await change
         except ModerationError as error:
-            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            await interaction.response.send_message(
+                wording.moderation_problem(error.problem), ephemeral=True
+            )
             return
-        await self._announce(interaction, change)
+        await self._announce(interaction, done)
 
     # -- everyone --------------------------------------------------------------------------
 
@@ -96,7 +126,7 @@ class Limits(commands.Cog):
         roles = {role.id for role in getattr(interaction.user, "roles", ())}
         q = await self.moderation.quota(interaction.guild_id or 0, interaction.user.id, roles)
         if q.banned:
-            text = "⛔ A moderator has turned off image generation for you."
+            text = f"⛔ {wording.sentence(wording.BANNED)}"
         else:
             lines = [
                 f"**Today:** {q.day_left} of {q.limits.images_per_day} images left"
@@ -210,22 +240,50 @@ class Limits(commands.Cog):
 
     # -- /credit ---------------------------------------------------------------------------
 
-    @credit.command(name="show", description="The account's credit, spent and reserved")
+    @credit.command(name="show", description="The account's credit and this server's allotment")
     async def credit_show(self, interaction: discord.Interaction) -> None:
-        balance = await self.moderation.balance()
-        text = (
-            f"**Credit:** {balance.credit} images · **spent:** {balance.spent} · "
-            f"**reserved:** {balance.reserved} · **available:** {balance.available}"
-        )
-        if balance.paused_reason:
-            text += "\n⚠️ Generation is paused: Omniinfer reported the account out of credit."
-        await interaction.response.send_message(text, ephemeral=True)
+        status = await self.moderation.credit_status(interaction.guild_id or 0)
+        await interaction.response.send_message(wording.credit_status_text(status), ephemeral=True)
 
-    @credit.command(name="set", description="State the account's credit (in images) after a top-up")
+    @credit.command(
+        name="set", description="Operator: state the account's credit (in images) after a top-up"
+    )
     async def credit_set(self, interaction: discord.Interaction, images: int) -> None:
+        await require_operator(interaction)
         await self._apply(
             interaction,
             self.moderation.set_credit(interaction.guild_id or 0, interaction.user.id, images),
+        )
+
+    @credit.command(
+        name="allot", description="Operator: cap what this server's members may draw per period"
+    )
+    @app_commands.describe(
+        images="Images this server's members may use per period, all together",
+        period="Calendar day or month, in UTC (default: month)",
+    )
+    async def credit_allot(
+        self,
+        interaction: discord.Interaction,
+        images: int,
+        period: AllotmentPeriod = AllotmentPeriod.MONTH,
+    ) -> None:
+        await require_operator(interaction)
+        await self._apply(
+            interaction,
+            self.moderation.set_allotment(
+                interaction.guild_id or 0, interaction.user.id, Allotment(images, period)
+            ),
+        )
+
+    @credit.command(
+        name="unallot", description="Operator: remove this server's cap on the account's credit"
+    )
+    async def credit_unallot(self, interaction: discord.Interaction) -> None:
+        await require_operator(interaction)
+        await self._apply(
+            interaction,
+            self.moderation.set_allotment(interaction.guild_id or 0, interaction.user.id, None),
         )
 
     # -- /blocklist ------------------------------------------------------------------------
@@ -258,7 +316,9 @@ class Limits(commands.Cog):
     ) -> None:
         await self._apply(
             interaction,
-            self.moderation.set_modlog(interaction.guild_id or 0, interaction.user.id, channel.id),
+            self.moderation.set_channel(
+                interaction.guild_id or 0, interaction.user.id, GuildChannel.MODLOG, channel.id
+            ),
         )
 
 

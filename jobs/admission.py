@@ -1,7 +1,9 @@
 """Admitting a job: every rule checked and the credit reserved in one transaction.
 
 Nothing is reserved for a refused job, and two requests racing for the last images cannot
-both get them: the account row is locked for the length of the transaction.
+both get them: the account row is locked for the length of the transaction. A refusal is
+data (which rule, with the numbers a sentence needs); the sentences are the presentation
+layer's (`cogs/utils/wording.py`).
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ import uuid
 from dataclasses import dataclass
 
 from clock import Clock
+from jobs import store as job_store
+from jobs.backend import Generation
 from jobs.model import Charge, Job, JobKind, JobState, Origin
 from jobs.store import JobStore
-from omni import Txt2ImgRequest
 from quota import ledger
 from quota import store as quota_store
+from quota.allotments import AllotmentUse
 from quota.blocklist import blocked_word
-from quota.limits import Refusal, check, resolve
+from quota.limits import LimitReached, check, resolve
 from storage import Database
 
-# A rough figure for "busy, try again in ...": how long one job holds a slot at Omniinfer.
+# A rough figure for "busy, try again in ...": how long one job holds a slot at the backend.
 TYPICAL_JOB_SECONDS = 20.0
 
 
@@ -28,13 +32,61 @@ class Ticket:
     """What the Discord layer asks for on a member's behalf."""
 
     origin: Origin
-    request: Txt2ImgRequest
+    request: Generation
     role_ids: frozenset[int] = frozenset()
     kind: JobKind = JobKind.TXT2IMG
     sandbox: bool = False
     parent_job_id: str | None = None
     message_id: int | None = None  # the reply that will show the job
     upscale_index: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationPaused:
+    """The backend said the account is out of credit: nobody generates until the operator
+    states the new credit."""
+
+
+@dataclass(frozen=True)
+class MemberBanned:
+    """A moderator turned generation off for this member in this server."""
+
+
+@dataclass(frozen=True)
+class PromptBlocked:
+    word: str  # as the server's blocklist has it
+
+
+@dataclass(frozen=True)
+class QueueFull:
+    retry_at: float  # a rough guess at when a place frees up
+
+
+@dataclass(frozen=True)
+class BudgetShort:
+    """The account's credit, shared by every server, cannot cover the job."""
+
+    available: int
+    needed: int
+
+
+@dataclass(frozen=True)
+class AllotmentShort:
+    """The server's allotment for this period cannot cover the job."""
+
+    use: AllotmentUse
+    needed: int
+
+
+Refusal = (
+    GenerationPaused
+    | MemberBanned
+    | PromptBlocked
+    | QueueFull
+    | LimitReached
+    | AllotmentShort
+    | BudgetShort
+)
 
 
 @dataclass(frozen=True)
@@ -67,33 +119,21 @@ class Admission:
         now = self._clock()
         origin = ticket.origin
         guild_id = origin.guild_id or 0
-        cost = ticket.request.image_count
+        cost = ticket.request.images
         async with self._db.transaction() as conn:
-            balance = await ledger.lock_balance(conn, self._db.dialect)
+            balance = await ledger.lock_balance(conn)
             if balance.paused_reason:
-                return Refused(
-                    Refusal(
-                        "paused",
-                        "image generation is paused: the bot's Omniinfer account is out of "
-                        "credit. The moderators have been told.",
-                    )
-                )
+                return Refused(GenerationPaused())
             if await quota_store.is_banned(conn, guild_id, origin.user_id):
-                return Refused(
-                    Refusal("banned", "a moderator has turned off image generation for you")
-                )
+                return Refused(MemberBanned())
             text = f"{ticket.request.prompt}\n{ticket.request.negative_prompt}"
             word = blocked_word(text, await quota_store.blocklist(conn, guild_id))
             if word:
-                return Refused(
-                    Refusal("blocklist", f"this server does not allow “{word}” in prompts")
-                )
-            queued = await conn.fetchval(
-                "SELECT COUNT(*) FROM jobs WHERE state = $1", JobState.QUEUED.value
-            )
+                return Refused(PromptBlocked(word))
+            queued = await job_store.queued_count(conn)
             if queued >= self._max_queue_length:
                 wait = queued / self._max_jobs_in_flight * TYPICAL_JOB_SECONDS
-                return Refused(Refusal("busy", "the bot is busy right now, try again", now + wait))
+                return Refused(QueueFull(now + wait))
             limits = resolve(
                 await quota_store.rules_for_guild(conn, guild_id),
                 guild_id=guild_id,
@@ -104,14 +144,11 @@ class Admission:
             verdict = check(limits, usage, cost, now)
             if verdict.refusal:
                 return Refused(verdict.refusal)
+            allotment = await quota_store.allotment_use(conn, guild_id, now)
+            if allotment is not None and not allotment.covers(cost):
+                return Refused(AllotmentShort(allotment, cost))
             if cost > balance.available:
-                return Refused(
-                    Refusal(
-                        "credit",
-                        f"the server's image budget has {max(balance.available, 0)} image(s) "
-                        f"left and this job needs {cost}; ask a moderator",
-                    )
-                )
+                return Refused(BudgetShort(max(balance.available, 0), cost))
             if verdict.grant_used:
                 await quota_store.use_grant(conn, guild_id, origin.user_id, verdict.grant_used)
             await ledger.reserve(conn, cost, now)

@@ -1,9 +1,18 @@
-"""Jobs in the database. State changes are compare-and-set, so two processes (or a resumed
-job and a late straggler) can never both move the same job forward."""
+"""Jobs in the database: the one module with SQL on the `jobs` table.
+
+State changes are compare-and-set, so two processes (or a resumed job and a late straggler)
+can never both move the same job forward, and only the job's owner (the process that
+admitted it, or took it over from a dead one: see jobs.leases) moves it. The module's
+functions are the aggregates other parts read inside their own transactions (admission's
+queue length, a member's or a server's use for the limits and allotments, the intake's check
+for requests that became jobs).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from clock import Clock
@@ -17,26 +26,116 @@ from jobs.model import (
     request_from_json,
     request_to_json,
 )
-from storage import Database
+from storage import Connection, Database, Row
 
 _UNFINISHED = (JobState.QUEUED, JobState.SUBMITTING, JobState.SUBMITTED, JobState.DELIVERING)
+# Jobs whose images count against limits and allotments: not the released (refunded) ones.
+_COUNTED = (Charge.RESERVED.value, Charge.COMMITTED.value)
+_TOKENS_PER_QUERY = 500  # well under both databases' limit on parameters per statement
+
+
+@dataclass(frozen=True)
+class MemberActivity:
+    """A member's jobs as the limits see them."""
+
+    recent: tuple[tuple[float, int], ...]  # (created_at, images) of counted jobs, oldest first
+    running: int  # unfinished jobs, in any server
+    last_job_at: float | None  # the latest job in this server, counted or not (cooldown)
+
+
+async def queued_count(conn: Connection) -> int:
+    """Jobs waiting in the bot's queues (every process's), for the "busy" refusal."""
+    return await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE state = $1", JobState.QUEUED.value)
+
+
+async def member_activity(
+    conn: Connection, guild_id: int, user_id: int, *, since: float
+) -> MemberActivity:
+    rows = await conn.fetch(
+        """SELECT created_at, cost FROM jobs
+           WHERE user_id = $1 AND guild_id = $2 AND created_at > $3 AND charge IN ($4, $5)
+           ORDER BY created_at""",
+        user_id,
+        guild_id,
+        since,
+        *_COUNTED,
+    )
+    last = await conn.fetchval(
+        "SELECT MAX(created_at) FROM jobs WHERE user_id = $1 AND guild_id = $2",
+        user_id,
+        guild_id,
+    )
+    running = await conn.fetchval(
+        "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND state IN ($2, $3, $4, $5)",
+        user_id,
+        *(state.value for state in _UNFINISHED),
+    )
+    return MemberActivity(
+        recent=tuple((row["created_at"], row["cost"]) for row in rows),
+        running=running or 0,
+        last_job_at=last,
+    )
+
+
+async def server_images_since(conn: Connection, guild_id: int, since: float) -> int:
+    """What a server's counted jobs created at or after `since` cost, in images."""
+    total = await conn.fetchval(
+        """SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM jobs
+           WHERE guild_id = $1 AND created_at >= $2 AND charge IN ($3, $4)""",
+        guild_id,
+        since,
+        *_COUNTED,
+    )
+    return int(total)
+
+
+async def tokens_with_jobs(conn: Connection, tokens: Sequence[str]) -> set[str]:
+    """Which of these interaction tokens a stored job carries (the request was admitted)."""
+    found: set[str] = set()
+    for start in range(0, len(tokens), _TOKENS_PER_QUERY):
+        chunk = tokens[start : start + _TOKENS_PER_QUERY]
+        placeholders = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+        rows = await conn.fetch(
+            f"SELECT interaction_token FROM jobs WHERE interaction_token IN ({placeholders})",
+            *chunk,
+        )
+        found.update(row["interaction_token"] for row in rows)
+    return found
+
+
+# Jobs at the backend, which the cap on jobs in flight counts across every process.
+_AT_BACKEND = (JobState.SUBMITTING.value, JobState.SUBMITTED.value)
+
+
+class BackendFull:
+    """No room at the backend: as many jobs as the cap allows are there already."""
+
+
+BACKEND_FULL = BackendFull()
 
 
 class JobStore:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    """One process's view of the jobs: it inserts them as `owner` and moves only its own.
+
+    A store made without an owner ('') is for tests and tools: its jobs belong to no live
+    process, so any runner takes them over.
+    """
+
+    def __init__(self, db: Database, clock: Clock, owner: str = "") -> None:
         self.db = db
         self.clock = clock
+        self.owner = owner
 
-    async def insert(self, conn: Any, job: Job) -> None:
+    async def insert(self, conn: Connection, job: Job) -> None:
         """Insert inside the caller's transaction (the one that reserved its credit)."""
         o = job.origin
         await conn.execute(
             """INSERT INTO jobs (id, kind, state, charge, cost, guild_id, channel_id, user_id,
                    request, age_restricted, sandbox, parent_job_id, application_id,
                    interaction_token, token_expires_at, upload_limit, message_id,
-                   upscale_index, grant_used, created_at, updated_at)
+                   upscale_index, grant_used, created_at, updated_at, owner)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                       $16, $17, $18, $19, $20, $20)""",
+                       $16, $17, $18, $19, $20, $20, $21)""",
             job.id,
             job.kind.value,
             job.state.value,
@@ -57,21 +156,77 @@ class JobStore:
             job.upscale_index,
             job.grant_used,
             job.created_at,
+            self.owner,
         )
 
     async def get(self, job_id: str) -> Job | None:
         row = await self.db.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
         return _job(row) if row else None
 
-    async def unfinished(self) -> list[Job]:
-        rows = await self.db.fetch(
-            "SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4) ORDER BY created_at",
-            *(s.value for s in _UNFINISHED),
-        )
+    async def unfinished(self, *, own: bool = False) -> list[Job]:
+        """Jobs not ended yet, oldest first: every process's, or (`own`) this one's."""
+        sql = "SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4)"
+        args: list[Any] = [s.value for s in _UNFINISHED]
+        if own:
+            sql += " AND owner = $5"
+            args.append(self.owner)
+        rows = await self.db.fetch(sql + " ORDER BY created_at", *args)
         return [_job(row) for row in rows]
 
+    async def orphaned(self) -> list[tuple[str, Job]]:
+        """Unfinished jobs whose owner holds no live lease (it died, or gave its work up),
+        with that owner, oldest first."""
+        rows = await self.db.fetch(
+            """SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4) AND owner <> $5
+                 AND owner NOT IN (SELECT owner FROM leases WHERE expires_at > $6)
+               ORDER BY created_at""",
+            *(s.value for s in _UNFINISHED),
+            self.owner,
+            self.clock(),
+        )
+        return [(row["owner"], _job(row)) for row in rows]
+
+    async def claim(self, job: Job, from_owner: str) -> bool:
+        """Take `job` over from `from_owner`, if it is still theirs and in the state seen."""
+        return bool(
+            await self.db.execute(
+                """UPDATE jobs SET owner = $4, updated_at = $5
+                   WHERE id = $1 AND owner = $2 AND state = $3""",
+                job.id,
+                from_owner,
+                job.state.value,
+                self.owner,
+                self.clock(),
+            )
+        )
+
+    async def release_queued(self) -> int:
+        """Give this process's queued jobs up, for the other processes to take at once."""
+        return await self.db.execute(
+            "UPDATE jobs SET owner = '', updated_at = $3 WHERE owner = $1 AND state = $2",
+            self.owner,
+            JobState.QUEUED.value,
+            self.clock(),
+        )
+
+    async def begin_submit(self, job: Job, cap: int) -> Job | BackendFull | None:
+        """Move a queued job to SUBMITTING if fewer than `cap` jobs (every process's) are at
+        the backend; BACKEND_FULL if not; None if the job had moved (or changed owner).
+
+        The count and the move are one transaction behind one locked row, so two processes
+        cannot both take the last place.
+        """
+        async with self.db.transaction() as conn:
+            await conn.fetchval("SELECT id FROM backend_slots WHERE id = 1 FOR UPDATE")
+            there = await conn.fetchval(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ($1, $2)", *_AT_BACKEND
+            )
+            if there >= cap:
+                return BACKEND_FULL
+            return await self.advance(job, JobState.SUBMITTING, conn=conn)
+
     async def advance(
-        self, job: Job, to: JobState, *, conn: Any = None, **fields: Any
+        self, job: Job, to: JobState, *, conn: Connection | None = None, **fields: Any
     ) -> Job | None:
         """Move `job` from the state it is in to `to`, setting `fields`; None if it had moved.
 
@@ -82,11 +237,12 @@ class JobStore:
             "updated_at": self.clock(),
             **{k: _column_value(v) for k, v in fields.items()},
         }
-        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=3))
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=4))
         updated = await (conn or self.db).execute(
-            f"UPDATE jobs SET {assignments} WHERE id = $1 AND state = $2",
+            f"UPDATE jobs SET {assignments} WHERE id = $1 AND state = $2 AND owner = $3",
             job.id,
             job.state.value,
+            self.owner,
             *columns.values(),
         )
         if not updated:
@@ -94,13 +250,61 @@ class JobStore:
         return job.with_(state=to, **fields)
 
     async def mark_deleted(self, job: Job) -> bool:
-        """Record that the member (or a moderator) deleted the job's images; True once."""
-        return bool(
-            await self.db.execute(
+        """Record that the member (or a moderator) deleted the job's images, and erase its
+        texts (see `erase_texts`); True once."""
+        async with self.db.transaction() as conn:
+            deleted = await conn.execute(
                 "UPDATE jobs SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
                 job.id,
                 self.clock(),
             )
+            if deleted:
+                await self._erase(conn, job.id)
+        return bool(deleted)
+
+    async def erase_finished_texts(
+        self,
+        *,
+        guild_id: int | None = None,
+        user_id: int | None = None,
+        before: float | None = None,
+    ) -> int:
+        """Erase the texts of ended jobs not erased yet: a member's in a server (`guild_id`,
+        `user_id`), or every job that ended before `before`. Unfinished jobs are left alone
+        (the runner still needs them). Returns how many jobs were erased."""
+        sql = "SELECT id FROM jobs WHERE state IN ($1, $2) AND texts_erased_at IS NULL"
+        args: list[Any] = [JobState.DONE.value, JobState.FAILED.value]
+        if guild_id is not None:
+            args.append(guild_id)
+            sql += f" AND guild_id = ${len(args)}"
+        if user_id is not None:
+            args.append(user_id)
+            sql += f" AND user_id = ${len(args)}"
+        if before is not None:
+            args.append(before)
+            sql += f" AND finished_at < ${len(args)}"
+        erased = 0
+        for row in await self.db.fetch(sql, *args):
+            async with self.db.transaction() as conn:
+                erased += await self._erase(conn, row["id"])
+        return erased
+
+    async def _erase(self, conn: Connection, job_id: str) -> int:
+        """Blank a job's prompt, negative prompt, start image and interaction token, keeping
+        its options and counts; 1 if erased now, 0 if already erased."""
+        text = await conn.fetchval(
+            "SELECT request FROM jobs WHERE id = $1 AND texts_erased_at IS NULL", job_id
+        )
+        if text is None:
+            return 0
+        blank = replace(request_from_json(text), prompt="", negative_prompt="", init_image=None)
+        return await conn.execute(
+            """UPDATE jobs SET request = $2, interaction_token = NULL, token_expires_at = NULL,
+                   texts_erased_at = $3
+               WHERE id = $1 AND texts_erased_at IS NULL""",
+            job_id,
+            request_to_json(blank),
+            self.clock(),
         )
 
     async def history(
@@ -133,7 +337,7 @@ def _column_value(value: Any) -> Any:
     return value
 
 
-def _job(row: Any) -> Job:
+def _job(row: Row) -> Job:
     return Job(
         id=row["id"],
         kind=JobKind(row["kind"]),
@@ -163,5 +367,5 @@ def _job(row: Any) -> Job:
         deleted_at=row["deleted_at"],
         upscale_index=row["upscale_index"],
         grant_used=row["grant_used"],
-        more_message_ids=tuple(json.loads(row["more_message_ids"] or "[]")),
+        followup_message_ids=tuple(json.loads(row["followup_message_ids"] or "[]")),
     )

@@ -1,13 +1,15 @@
 """The account's credit: reserved before a job is submitted, committed or released after.
 
-Every function takes the caller's transaction connection, so a reservation and the job it
-pays for are written together or not at all.
+The one module with SQL on the `account` row. Every function takes the caller's connection
+(a transaction's, for changes), so a reservation and the job it pays for are written
+together or not at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from storage import Connection, Row
 
 ACCOUNT_ID = 1
 
@@ -24,8 +26,8 @@ class Balance:
         return self.credit - self.spent - self.reserved
 
 
-async def ensure_account(conn: Any, initial_credit: int, now: float) -> None:
-    """Create the account row on first start; later starts keep what moderators set."""
+async def ensure_account(conn: Connection, initial_credit: int, now: float) -> None:
+    """Create the account row on first start; later starts keep what the operator set."""
     await conn.execute(
         """INSERT INTO account (id, credit, spent, reserved, updated_at)
            VALUES ($1, $2, 0, 0, $3) ON CONFLICT (id) DO NOTHING""",
@@ -35,28 +37,29 @@ async def ensure_account(conn: Any, initial_credit: int, now: float) -> None:
     )
 
 
-async def lock_balance(conn: Any, dialect: str) -> Balance:
+async def lock_balance(conn: Connection) -> Balance:
     """Read the balance, holding the account row until the transaction ends.
 
-    This lock is what makes reservations atomic across processes on PostgreSQL; SQLite's
-    BEGIN IMMEDIATE already holds the whole database.
+    This lock is what makes reservations atomic across processes on PostgreSQL (and
+    serialises every admission, so a server's allotment is checked against a use no other
+    admission is changing meanwhile); on SQLite, where `storage.sql` drops the clause, the
+    transaction's BEGIN IMMEDIATE already holds the whole database.
     """
-    suffix = " FOR UPDATE" if dialect == "postgresql" else ""
     row = await conn.fetchrow(
-        "SELECT credit, spent, reserved, paused_reason FROM account WHERE id = $1" + suffix,
+        "SELECT credit, spent, reserved, paused_reason FROM account WHERE id = $1 FOR UPDATE",
         ACCOUNT_ID,
     )
     return _balance(row)
 
 
-async def balance(db: Any) -> Balance:
+async def balance(db: Connection) -> Balance:
     row = await db.fetchrow(
         "SELECT credit, spent, reserved, paused_reason FROM account WHERE id = $1", ACCOUNT_ID
     )
     return _balance(row)
 
 
-async def reserve(conn: Any, cost: int, now: float) -> None:
+async def reserve(conn: Connection, cost: int, now: float) -> None:
     await conn.execute(
         "UPDATE account SET reserved = reserved + $2, updated_at = $3 WHERE id = $1",
         ACCOUNT_ID,
@@ -65,7 +68,7 @@ async def reserve(conn: Any, cost: int, now: float) -> None:
     )
 
 
-async def settle(conn: Any, cost: int, *, spent: bool, now: float) -> None:
+async def settle(conn: Connection, cost: int, *, spent: bool, now: float) -> None:
     """End a reservation: `spent` moves it to spent, otherwise it returns to the budget."""
     await conn.execute(
         """UPDATE account SET reserved = reserved - $2, spent = spent + $3, updated_at = $4
@@ -77,9 +80,9 @@ async def settle(conn: Any, cost: int, *, spent: bool, now: float) -> None:
     )
 
 
-async def set_credit(conn: Any, credit: int, now: float) -> Balance:
-    """Moderators state what the account has now: spending restarts from zero, and a pause
-    for lack of credit is lifted."""
+async def set_credit(conn: Connection, credit: int, now: float) -> Balance:
+    """The operator states what the account has now: spending restarts from zero, and a
+    pause for lack of credit is lifted."""
     await conn.execute(
         """UPDATE account SET credit = $2, spent = 0, paused_reason = NULL, updated_at = $3
            WHERE id = $1""",
@@ -90,7 +93,7 @@ async def set_credit(conn: Any, credit: int, now: float) -> Balance:
     return await balance(conn)
 
 
-async def pause(conn: Any, reason: str, now: float) -> bool:
+async def pause(conn: Connection, reason: str, now: float) -> bool:
     """Pause generation for everyone; True when this call is the one that paused it."""
     changed = await conn.execute(
         """UPDATE account SET paused_reason = $2, updated_at = $3
@@ -102,7 +105,9 @@ async def pause(conn: Any, reason: str, now: float) -> bool:
     return bool(changed)
 
 
-def _balance(row: Any) -> Balance:
+def _balance(row: Row | None) -> Balance:
+    if row is None:
+        raise LookupError("no account row: ensure_account runs at start")
     return Balance(
         credit=row["credit"],
         spent=row["spent"],

@@ -69,11 +69,30 @@ class Limits:
         return getattr(self, field.value)
 
 
-def validate_value(field: LimitField, value: int) -> str | None:
-    """A moderator-facing problem with `value` for `field`, or None when it is acceptable."""
+class Quantity(StrEnum):
+    """Other numbers a moderator or the operator gives, each with its bounds."""
+
+    GRANT = "grant"  # images
+    CREDIT = "credit"  # images
+    ALLOTMENT = "allotment"  # images
+    WORD_LENGTH = "word_length"  # characters of a blocked word
+
+
+@dataclass(frozen=True)
+class OutOfRange:
+    """A value refused for its size: what it was for, the accepted range and what was given."""
+
+    what: LimitField | Quantity
+    low: int
+    high: int
+    got: int
+
+
+def validate_value(field: LimitField, value: int) -> OutOfRange | None:
+    """Why `value` cannot be set for `field`, or None when it is acceptable."""
     low, high = FIELD_BOUNDS[field]
     if not low <= value <= high:
-        return f"`{field.value}` must be from {low} to {high} (got {value})"
+        return OutOfRange(field, low, high, value)
     return None
 
 
@@ -110,46 +129,38 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Refusal:
-    """Why a job was refused, for the member: which limit, and when it resets."""
+class LimitReached:
+    """A job refused by one of the member's limits: which, its value, and when it frees up
+    (None: waiting alone does not free it). `running` is the member's unfinished jobs, for
+    `concurrent_jobs`."""
 
-    limit: str
-    message: str
+    field: LimitField
+    limit: int
     resets_at: float | None = None
+    running: int = 0
 
 
 @dataclass(frozen=True)
 class Verdict:
-    refusal: Refusal | None
+    refusal: LimitReached | None
     grant_used: int = 0
 
 
 def check(limits: Limits, usage: Usage, images: int, now: float) -> Verdict:
     """Would a job of `images` fit? Cheap and pure: runs inside the reservation transaction."""
     if images > limits.max_images_per_job:
-        return Verdict(
-            Refusal(
-                LimitField.MAX_IMAGES_PER_JOB,
-                f"you can ask for at most {limits.max_images_per_job} images per job",
-            )
-        )
+        return Verdict(LimitReached(LimitField.MAX_IMAGES_PER_JOB, limits.max_images_per_job))
     if usage.running_jobs >= limits.concurrent_jobs:
         return Verdict(
-            Refusal(
-                LimitField.CONCURRENT_JOBS,
-                f"you already have {usage.running_jobs} job(s) running "
-                f"(limit {limits.concurrent_jobs}); wait for one to finish",
+            LimitReached(
+                LimitField.CONCURRENT_JOBS, limits.concurrent_jobs, running=usage.running_jobs
             )
         )
     if usage.last_job_at is not None and limits.cooldown_seconds:
         ready_at = usage.last_job_at + limits.cooldown_seconds
         if now < ready_at:
             return Verdict(
-                Refusal(
-                    LimitField.COOLDOWN_SECONDS,
-                    f"please wait {limits.cooldown_seconds}s between jobs",
-                    ready_at,
-                )
+                LimitReached(LimitField.COOLDOWN_SECONDS, limits.cooldown_seconds, ready_at)
             )
     over_day = usage.images_last_day + images - limits.images_per_day
     over_hour = usage.images_last_hour + images - limits.images_per_hour
@@ -159,16 +170,18 @@ def check(limits: Limits, usage: Usage, images: int, now: float) -> Verdict:
     if overflow <= usage.grant:
         return Verdict(None, grant_used=overflow)
     if over_hour > 0 and over_hour >= over_day:
-        window, limit, field = HOUR, limits.images_per_hour, LimitField.IMAGES_PER_HOUR
-        needed = over_hour
-    else:
-        window, limit, field = DAY, limits.images_per_day, LimitField.IMAGES_PER_DAY
-        needed = over_day
+        return Verdict(
+            LimitReached(
+                LimitField.IMAGES_PER_HOUR,
+                limits.images_per_hour,
+                _frees_at(usage.recent, over_hour - usage.grant, HOUR, now),
+            )
+        )
     return Verdict(
-        Refusal(
-            field,
-            f"that would take you past {limit} images per {'hour' if window == HOUR else 'day'}",
-            _frees_at(usage.recent, needed - usage.grant, window, now),
+        LimitReached(
+            LimitField.IMAGES_PER_DAY,
+            limits.images_per_day,
+            _frees_at(usage.recent, over_day - usage.grant, DAY, now),
         )
     )
 

@@ -1,30 +1,52 @@
-"""What moderators change, each change validated and written to the audit log with it.
+"""What moderators and the operator change, each change validated and written to the audit
+log with it, and what they read back.
 
-Every method runs one transaction: the change and its audit row land together or not at all.
+Every change runs one transaction: the change and its audit row land together or not at
+all. Changes come back as data (`quota.changes`), refusals as `ModerationError` carrying a
+problem (`OutOfRange`, `BlocklistFull`): the sentences are the presentation layer's.
+
+Who may call what is the caller's check: a server's moderators change that server's limits,
+grants, bans, blocklist and channels; only the operator changes what every server shares
+(the account's credit) or what one server may draw from it (its allotment).
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from clock import Clock
-from quota import ledger
+from quota import guild_settings, ledger
 from quota import store as quota_store
+from quota.allotments import MAX_ALLOTMENT, Allotment, AllotmentUse
 from quota.blocklist import normalise
+from quota.changes import (
+    AllotmentSet,
+    Banned,
+    Change,
+    ChannelSet,
+    CreditSet,
+    Granted,
+    LimitSet,
+    LimitsReset,
+    Unbanned,
+    WordBlocked,
+    WordUnblocked,
+)
+from quota.guild_settings import GuildChannel
 from quota.limits import (
     DAY,
     HOUR,
     LimitField,
     Limits,
+    OutOfRange,
+    Quantity,
     Rule,
     ScopeKind,
     Usage,
     resolve,
     validate_value,
 )
-from storage import Database
+from storage import Connection, Database, Row
 
 MAX_GRANT = 10_000
 MAX_CREDIT = 10**9
@@ -32,21 +54,17 @@ MAX_WORD_LENGTH = 100
 MAX_BLOCKED_WORDS = 500
 
 
-class ModerationError(ValueError):
-    """A change refused for its value; the message is for the moderator."""
-
-
 @dataclass(frozen=True)
-class Change:
-    """One audited change: what, to whom, before and after."""
+class BlocklistFull:
+    capacity: int  # words a server's blocklist holds at most
 
-    action: str
-    target: str
-    before: str | None
-    after: str | None
 
-    def describe(self) -> str:
-        return f"{self.action} {self.target}: {self.before or '—'} → {self.after or '—'}"
+class ModerationError(ValueError):
+    """A change refused for its value; `problem` says why, with the numbers."""
+
+    def __init__(self, problem: OutOfRange | BlocklistFull) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -62,10 +80,26 @@ class Quota:
     banned: bool
 
 
+@dataclass(frozen=True)
+class CreditStatus:
+    """What `/credit show` tells a server's moderators: the account every server shares,
+    and this server's allotment with its use this period (None: no allotment)."""
+
+    balance: ledger.Balance
+    allotment: AllotmentUse | None
+
+
+def _in_range(what: Quantity, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ModerationError(OutOfRange(what, low, high, value))
+
+
 class Moderation:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+
+    # -- a server's own settings (its moderators) ------------------------------------------
 
     async def set_limit(
         self,
@@ -75,24 +109,19 @@ class Moderation:
         scope_id: int,
         field: LimitField,
         value: int,
-    ) -> Change:
+    ) -> LimitSet:
         problem = validate_value(field, value)
-        if problem:
+        if problem is not None:
             raise ModerationError(problem)
         async with self._db.transaction() as conn:
             before = await quota_store.set_rule(conn, guild_id, Rule(scope, scope_id, field, value))
-            change = Change(
-                "limit set",
-                f"{_scope_label(scope, scope_id)} {field.value}",
-                None if before is None else str(before),
-                str(value),
-            )
+            change = LimitSet(scope, scope_id, field, before, value)
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
     async def reset_limits(
         self, guild_id: int, actor_id: int, scope: ScopeKind, scope_id: int
-    ) -> Change:
+    ) -> LimitsReset:
         async with self._db.transaction() as conn:
             rules = [
                 r
@@ -100,107 +129,99 @@ class Moderation:
                 if r.scope is scope and r.scope_id == scope_id
             ]
             await quota_store.clear_rules(conn, guild_id, scope, scope_id)
-            change = Change(
-                "limits reset",
-                _scope_label(scope, scope_id),
-                ", ".join(f"{r.field.value}={r.value}" for r in rules) or None,
-                "defaults",
-            )
+            change = LimitsReset(scope, scope_id, tuple(rules))
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
-    async def grant(self, guild_id: int, actor_id: int, user_id: int, images: int) -> Change:
-        if not 1 <= images <= MAX_GRANT:
-            raise ModerationError(f"a grant must be from 1 to {MAX_GRANT} images (got {images})")
+    async def grant(self, guild_id: int, actor_id: int, user_id: int, images: int) -> Granted:
+        _in_range(Quantity.GRANT, images, 1, MAX_GRANT)
         async with self._db.transaction() as conn:
             total = await quota_store.add_grant(conn, guild_id, user_id, images)
-            change = Change("grant", f"<@{user_id}>", str(total - images), str(total))
+            change = Granted(user_id, total - images, total)
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
-    async def ban(self, guild_id: int, actor_id: int, user_id: int) -> Change:
+    async def ban(self, guild_id: int, actor_id: int, user_id: int) -> Banned:
         async with self._db.transaction() as conn:
-            await quota_store.ban(conn, guild_id, user_id, actor_id, self._clock())
-            change = Change("ban", f"<@{user_id}>", None, "banned")
+            added = await quota_store.ban(conn, guild_id, user_id, actor_id, self._clock())
+            change = Banned(user_id, already=not added)
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
-    async def unban(self, guild_id: int, actor_id: int, user_id: int) -> Change:
+    async def unban(self, guild_id: int, actor_id: int, user_id: int) -> Unbanned:
         async with self._db.transaction() as conn:
             was = await quota_store.unban(conn, guild_id, user_id)
-            change = Change("unban", f"<@{user_id}>", "banned" if was else None, None)
+            change = Unbanned(user_id, was_banned=was)
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
-    async def set_credit(self, guild_id: int, actor_id: int, images: int) -> Change:
-        if not 0 <= images <= MAX_CREDIT:
-            raise ModerationError(f"credit must be from 0 to {MAX_CREDIT} images (got {images})")
-        async with self._db.transaction() as conn:
-            before = await ledger.lock_balance(conn, self._db.dialect)
-            await ledger.set_credit(conn, images, self._clock())
-            change = Change("credit set", "account", f"{before.available} available", f"{images}")
-            await self._audit(conn, guild_id, actor_id, change)
-        return change
-
-    async def block_word(self, guild_id: int, actor_id: int, word: str) -> Change:
+    async def block_word(self, guild_id: int, actor_id: int, word: str) -> WordBlocked:
         word = normalise(word)
-        if not word or len(word) > MAX_WORD_LENGTH:
-            raise ModerationError(f"a blocked word must be 1 to {MAX_WORD_LENGTH} characters")
+        _in_range(Quantity.WORD_LENGTH, len(word), 1, MAX_WORD_LENGTH)
         async with self._db.transaction() as conn:
             if len(await quota_store.blocklist(conn, guild_id)) >= MAX_BLOCKED_WORDS:
-                raise ModerationError(f"the blocklist is full ({MAX_BLOCKED_WORDS} words)")
+                raise ModerationError(BlocklistFull(MAX_BLOCKED_WORDS))
             added = await quota_store.block_word(conn, guild_id, word)
-            change = Change("blocklist add", word, None if added else "blocked", "blocked")
+            change = WordBlocked(word, already=not added)
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
-    async def unblock_word(self, guild_id: int, actor_id: int, word: str) -> Change:
+    async def unblock_word(self, guild_id: int, actor_id: int, word: str) -> WordUnblocked:
         word = normalise(word)
         async with self._db.transaction() as conn:
             removed = await quota_store.unblock_word(conn, guild_id, word)
-            change = Change("blocklist remove", word, "blocked" if removed else None, None)
+            change = WordUnblocked(word, was_blocked=removed)
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
-    async def set_modlog(self, guild_id: int, actor_id: int, channel_id: int) -> Change:
-        return await self.set_guild_channel(
-            guild_id, actor_id, "modlog_channel_id", "modlog channel", channel_id
-        )
-
-    async def set_guild_channel(
-        self, guild_id: int, actor_id: int, column: str, action: str, channel_id: int
-    ) -> Change:
-        """Point one of the guild's special channels (mod-log, gallery) somewhere."""
-        assert column in ("modlog_channel_id", "gallery_channel_id")
+    async def set_channel(
+        self, guild_id: int, actor_id: int, which: GuildChannel, channel_id: int
+    ) -> ChannelSet:
+        """Point one of the server's special channels (mod-log, gallery) somewhere."""
         async with self._db.transaction() as conn:
-            before = await conn.fetchval(
-                f"SELECT {column} FROM guild_settings WHERE guild_id = $1", guild_id
+            before = await guild_settings.set_channel(conn, guild_id, which, channel_id)
+            change = ChannelSet(guild_id, which, before, channel_id)
+            await self._audit(conn, guild_id, actor_id, change)
+        return change
+
+    # -- what every server shares (the operator) -------------------------------------------
+
+    async def set_credit(self, guild_id: int, actor_id: int, images: int) -> CreditSet:
+        """State the account's credit after a top-up (lifts an out-of-credit pause).
+        Audited in the server it was run in."""
+        _in_range(Quantity.CREDIT, images, 0, MAX_CREDIT)
+        async with self._db.transaction() as conn:
+            before = await ledger.lock_balance(conn)
+            await ledger.set_credit(conn, images, self._clock())
+            change = CreditSet(before.available, images, was_paused=bool(before.paused_reason))
+            await self._audit(conn, guild_id, actor_id, change)
+        return change
+
+    async def set_allotment(
+        self, guild_id: int, actor_id: int, allotment: Allotment | None
+    ) -> AllotmentSet:
+        """Cap what `guild_id`'s members may draw per period (None: remove the cap)."""
+        if allotment is not None:
+            _in_range(Quantity.ALLOTMENT, allotment.images, 0, MAX_ALLOTMENT)
+        async with self._db.transaction() as conn:
+            before = await quota_store.set_allotment(
+                conn, guild_id, allotment, actor_id, self._clock()
             )
-            await conn.execute(
-                f"""INSERT INTO guild_settings (guild_id, {column}) VALUES ($1, $2)
-                    ON CONFLICT (guild_id) DO UPDATE SET {column} = $2""",
-                guild_id,
-                channel_id,
-            )
-            change = Change(
-                action, "server", f"<#{before}>" if before else None, f"<#{channel_id}>"
-            )
+            change = AllotmentSet(guild_id, before, allotment)
             await self._audit(conn, guild_id, actor_id, change)
         return change
 
     # -- reading ---------------------------------------------------------------------------
 
+    async def channel(self, guild_id: int, which: GuildChannel) -> int | None:
+        return await guild_settings.channel(self._db, guild_id, which)
+
     async def modlog_channel(self, guild_id: int) -> int | None:
-        return await self._db.fetchval(
-            "SELECT modlog_channel_id FROM guild_settings WHERE guild_id = $1", guild_id
-        )
+        return await self.channel(guild_id, GuildChannel.MODLOG)
 
     async def modlog_channels(self) -> list[int]:
-        """Every guild's mod-log channel: where an account-wide problem is announced."""
-        rows = await self._db.fetch(
-            "SELECT modlog_channel_id FROM guild_settings WHERE modlog_channel_id IS NOT NULL"
-        )
-        return [row["modlog_channel_id"] for row in rows]
+        """Every server's mod-log channel: where an account-wide problem is announced."""
+        return await guild_settings.every_server(self._db, GuildChannel.MODLOG)
 
     async def blocklist(self, guild_id: int) -> list[str]:
         return await quota_store.blocklist(self._db, guild_id)
@@ -210,6 +231,11 @@ class Moderation:
 
     async def balance(self) -> ledger.Balance:
         return await ledger.balance(self._db)
+
+    async def credit_status(self, guild_id: int) -> CreditStatus:
+        balance = await ledger.balance(self._db)
+        use = await quota_store.allotment_use(self._db, guild_id, self._clock())
+        return CreditStatus(balance, use)
 
     async def quota(self, guild_id: int, user_id: int, role_ids: set[int]) -> Quota:
         now = self._clock()
@@ -231,32 +257,8 @@ class Moderation:
             banned=await quota_store.is_banned(self._db, guild_id, user_id),
         )
 
-    async def audit_trail(self, guild_id: int, limit: int = 20) -> list[dict[str, Any]]:
-        rows = await self._db.fetch(
-            "SELECT * FROM audit_log WHERE guild_id = $1 ORDER BY at DESC LIMIT $2",
-            guild_id,
-            limit,
-        )
-        return [dict(row) for row in rows]
+    async def audit_trail(self, guild_id: int, limit: int = 20) -> list[Row]:
+        return await quota_store.audit_trail(self._db, guild_id, limit)
 
-    async def _audit(self, conn: Any, guild_id: int, actor_id: int, change: Change) -> None:
-        await conn.execute(
-            """INSERT INTO audit_log (id, guild_id, actor_id, action, target, before_value,
-                   after_value, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            uuid.uuid4().hex,
-            guild_id,
-            actor_id,
-            change.action,
-            change.target,
-            change.before,
-            change.after,
-            self._clock(),
-        )
-
-
-def _scope_label(scope: ScopeKind, scope_id: int) -> str:
-    if scope is ScopeKind.ROLE:
-        return f"<@&{scope_id}>"
-    if scope is ScopeKind.USER:
-        return f"<@{scope_id}>"
-    return "server default"
+    async def _audit(self, conn: Connection, guild_id: int, actor_id: int, change: Change) -> None:
+        await quota_store.record(conn, guild_id, actor_id, change.audit(), self._clock())

@@ -1,16 +1,19 @@
-"""Limits, grants, bans and the blocklist in the database, and a member's usage."""
+"""Limits, grants, bans, the blocklist, allotments and the audit log in the database: the
+one module with SQL on `limit_rules`, `grants`, `bans`, `blocklist`, `guild_allotments` and
+`audit_log`. Every function takes the caller's connection (often a transaction's)."""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
 
+from jobs import store as job_store
+from quota.allotments import Allotment, AllotmentPeriod, AllotmentUse, period_bounds
+from quota.changes import AuditEntry
 from quota.limits import DAY, HOUR, LimitField, Rule, ScopeKind, Usage
-
-_COUNTED_CHARGES = ("reserved", "committed")
-_ACTIVE_STATES = ("queued", "submitting", "submitted", "delivering")
+from storage import Connection, Row
 
 
-async def rules_for_guild(conn: Any, guild_id: int) -> list[Rule]:
+async def rules_for_guild(conn: Connection, guild_id: int) -> list[Rule]:
     rows = await conn.fetch(
         "SELECT scope_kind, scope_id, field, value FROM limit_rules WHERE guild_id = $1",
         guild_id,
@@ -21,7 +24,7 @@ async def rules_for_guild(conn: Any, guild_id: int) -> list[Rule]:
     ]
 
 
-async def set_rule(conn: Any, guild_id: int, rule: Rule) -> int | None:
+async def set_rule(conn: Connection, guild_id: int, rule: Rule) -> int | None:
     """Upsert a rule; returns the value it replaced."""
     before = await conn.fetchval(
         """SELECT value FROM limit_rules
@@ -44,7 +47,7 @@ async def set_rule(conn: Any, guild_id: int, rule: Rule) -> int | None:
     return before
 
 
-async def clear_rules(conn: Any, guild_id: int, scope: ScopeKind, scope_id: int) -> int:
+async def clear_rules(conn: Connection, guild_id: int, scope: ScopeKind, scope_id: int) -> int:
     return await conn.execute(
         "DELETE FROM limit_rules WHERE guild_id = $1 AND scope_kind = $2 AND scope_id = $3",
         guild_id,
@@ -53,43 +56,30 @@ async def clear_rules(conn: Any, guild_id: int, scope: ScopeKind, scope_id: int)
     )
 
 
-async def usage(conn: Any, guild_id: int, user_id: int, now: float) -> Usage:
-    """A member's counted images and jobs; released (refunded) jobs do not count."""
-    rows = await conn.fetch(
-        """SELECT created_at, cost, state FROM jobs
-           WHERE user_id = $1 AND guild_id = $2 AND created_at > $3
-             AND charge IN ($4, $5)
-           ORDER BY created_at""",
-        user_id,
-        guild_id,
-        now - DAY,
-        *_COUNTED_CHARGES,
+async def usage(conn: Connection, guild_id: int, user_id: int, now: float) -> Usage:
+    """A member's counted images and jobs (from the jobs' store) and unused grant; released
+    (refunded) jobs do not count."""
+    activity = await job_store.member_activity(conn, guild_id, user_id, since=now - DAY)
+    recent = activity.recent
+    return Usage(
+        images_last_day=sum(images for _, images in recent),
+        images_last_hour=sum(images for at, images in recent if at > now - HOUR),
+        running_jobs=activity.running,
+        last_job_at=activity.last_job_at,
+        grant=await grant(conn, guild_id, user_id),
+        recent=recent,
     )
-    last = await conn.fetchval(
-        "SELECT MAX(created_at) FROM jobs WHERE user_id = $1 AND guild_id = $2",
-        user_id,
-        guild_id,
-    )
-    running = await conn.fetchval(
-        f"""SELECT COUNT(*) FROM jobs WHERE user_id = $1
-            AND state IN ({", ".join(f"${i}" for i in range(2, 2 + len(_ACTIVE_STATES)))})""",
-        user_id,
-        *_ACTIVE_STATES,
-    )
-    grant = await conn.fetchval(
+
+
+async def grant(conn: Connection, guild_id: int, user_id: int) -> int:
+    """A member's unused one-off grant, in images."""
+    images = await conn.fetchval(
         "SELECT images FROM grants WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
     )
-    return Usage(
-        images_last_day=sum(r["cost"] for r in rows),
-        images_last_hour=sum(r["cost"] for r in rows if r["created_at"] > now - HOUR),
-        running_jobs=running or 0,
-        last_job_at=last,
-        grant=grant or 0,
-        recent=tuple((r["created_at"], r["cost"]) for r in rows),
-    )
+    return images or 0
 
 
-async def add_grant(conn: Any, guild_id: int, user_id: int, images: int) -> int:
+async def add_grant(conn: Connection, guild_id: int, user_id: int, images: int) -> int:
     """Add `images` to a member's one-off grant; returns the new total."""
     await conn.execute(
         """INSERT INTO grants (guild_id, user_id, images) VALUES ($1, $2, $3)
@@ -103,7 +93,7 @@ async def add_grant(conn: Any, guild_id: int, user_id: int, images: int) -> int:
     )
 
 
-async def use_grant(conn: Any, guild_id: int, user_id: int, images: int) -> None:
+async def use_grant(conn: Connection, guild_id: int, user_id: int, images: int) -> None:
     await conn.execute(
         "UPDATE grants SET images = images - $3 WHERE guild_id = $1 AND user_id = $2",
         guild_id,
@@ -112,14 +102,14 @@ async def use_grant(conn: Any, guild_id: int, user_id: int, images: int) -> None
     )
 
 
-async def is_banned(conn: Any, guild_id: int, user_id: int) -> bool:
+async def is_banned(conn: Connection, guild_id: int, user_id: int) -> bool:
     found = await conn.fetchval(
         "SELECT 1 FROM bans WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
     )
     return found is not None
 
 
-async def ban(conn: Any, guild_id: int, user_id: int, by: int, now: float) -> bool:
+async def ban(conn: Connection, guild_id: int, user_id: int, by: int, now: float) -> bool:
     return bool(
         await conn.execute(
             """INSERT INTO bans (guild_id, user_id, banned_by, banned_at) VALUES ($1, $2, $3, $4)
@@ -132,7 +122,7 @@ async def ban(conn: Any, guild_id: int, user_id: int, by: int, now: float) -> bo
     )
 
 
-async def unban(conn: Any, guild_id: int, user_id: int) -> bool:
+async def unban(conn: Connection, guild_id: int, user_id: int) -> bool:
     return bool(
         await conn.execute(
             "DELETE FROM bans WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
@@ -140,14 +130,14 @@ async def unban(conn: Any, guild_id: int, user_id: int) -> bool:
     )
 
 
-async def blocklist(conn: Any, guild_id: int) -> list[str]:
+async def blocklist(conn: Connection, guild_id: int) -> list[str]:
     rows = await conn.fetch(
         "SELECT word FROM blocklist WHERE guild_id = $1 ORDER BY word", guild_id
     )
     return [r["word"] for r in rows]
 
 
-async def block_word(conn: Any, guild_id: int, word: str) -> bool:
+async def block_word(conn: Connection, guild_id: int, word: str) -> bool:
     return bool(
         await conn.execute(
             "INSERT INTO blocklist (guild_id, word) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -157,9 +147,77 @@ async def block_word(conn: Any, guild_id: int, word: str) -> bool:
     )
 
 
-async def unblock_word(conn: Any, guild_id: int, word: str) -> bool:
+async def unblock_word(conn: Connection, guild_id: int, word: str) -> bool:
     return bool(
         await conn.execute(
             "DELETE FROM blocklist WHERE guild_id = $1 AND word = $2", guild_id, word
         )
+    )
+
+
+async def server_allotment(conn: Connection, guild_id: int) -> Allotment | None:
+    row = await conn.fetchrow(
+        "SELECT images, period FROM guild_allotments WHERE guild_id = $1", guild_id
+    )
+    return Allotment(row["images"], AllotmentPeriod(row["period"])) if row else None
+
+
+async def allotment_use(conn: Connection, guild_id: int, now: float) -> AllotmentUse | None:
+    """A server's allotment and its use in the current period (from the jobs' store), or
+    None without one. Exact inside admission's transaction: every admission holds the
+    account row, so no other admission changes the use meanwhile."""
+    current = await server_allotment(conn, guild_id)
+    if current is None:
+        return None
+    start, end = period_bounds(current.period, now)
+    used = await job_store.server_images_since(conn, guild_id, start)
+    return AllotmentUse(current, used, resets_at=end)
+
+
+async def set_allotment(
+    conn: Connection, guild_id: int, allotment: Allotment | None, by: int, now: float
+) -> Allotment | None:
+    """Cap a server's draw (None: remove the cap); returns the allotment it replaced."""
+    before = await server_allotment(conn, guild_id)
+    if allotment is None:
+        await conn.execute("DELETE FROM guild_allotments WHERE guild_id = $1", guild_id)
+        return before
+    await conn.execute(
+        """INSERT INTO guild_allotments (guild_id, images, period, set_by, set_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (guild_id) DO UPDATE SET images = $2, period = $3, set_by = $4,
+               set_at = $5""",
+        guild_id,
+        allotment.images,
+        allotment.period.value,
+        by,
+        now,
+    )
+    return before
+
+
+async def record(
+    conn: Connection, guild_id: int, actor_id: int, entry: AuditEntry, at: float
+) -> None:
+    """Write one audit row (inside the transaction that made the change)."""
+    await conn.execute(
+        """INSERT INTO audit_log (id, guild_id, actor_id, action, target, before_value,
+               after_value, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        uuid.uuid4().hex,
+        guild_id,
+        actor_id,
+        entry.action.value,
+        entry.target,
+        entry.before,
+        entry.after,
+        at,
+    )
+
+
+async def audit_trail(conn: Connection, guild_id: int, limit: int) -> list[Row]:
+    """A server's latest audit rows, newest first."""
+    return await conn.fetch(
+        "SELECT * FROM audit_log WHERE guild_id = $1 ORDER BY at DESC, id LIMIT $2",
+        guild_id,
+        limit,
     )

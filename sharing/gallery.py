@@ -1,43 +1,70 @@
-"""The gallery: finished jobs shared once to a guild's gallery channel, and voted on.
+"""The gallery: finished jobs shared once to a server's gallery channel, and voted on.
 
-A share is claimed in the database before it is posted, so two clicks of "Share" (or two
-processes) cannot post the same job twice; a failed post gives the claim back.
+Sharing is three steps, in this order, so that nothing is held that will not be posted:
+1. `claim` checks the job and the member, then asks the caller where the gallery channel
+   is *now* (a channel deleted in Discord is refused here, before anything is written), and
+   only then claims the job's single post in the database, so two clicks of Share (or two
+   processes) cannot post it twice;
+2. `publish` posts through the caller and records the message; if posting fails the claim
+   is given back, so the member can simply try again;
+3. a claim whose process died between the two is taken over after `ABANDONED_CLAIM_AFTER`.
+Refusals are codes (`ShareRefusal`); the sentences are the presentation layer's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Generic, TypeVar
 
 from clock import Clock
 from jobs.model import Job
-from quota.moderation import Change, Moderation
+from quota.changes import ChannelSet
+from quota.guild_settings import GuildChannel
+from quota.moderation import Moderation
+from sharing import store
+from sharing.store import Post
 from storage import Database
 
 PERIODS = {"day": 86_400.0, "week": 7 * 86_400.0, "all": None}
 
+# Longer than any real post takes (reading and uploading a few images), so a live post is
+# never taken over; short enough that a crash does not block sharing for long.
+ABANDONED_CLAIM_AFTER = 600.0
+
+C = TypeVar("C")
+
 
 class ShareRefusal(StrEnum):
-    NO_GALLERY = (
-        "This server has no gallery channel yet; a moderator can set one with `/gallery channel`."
-    )
-    NOT_FINISHED = "Only finished images can be shared."
-    DELETED = "These images were deleted."
-    ALREADY_SHARED = "These images are already in the gallery."
-    NOT_YOURS = "Only the member who made these images can share them."
-    AGE_RESTRICTED = (
-        "These images were made in an age-restricted channel and the gallery is not "
-        "age-restricted, so they can't be shared there."
-    )
+    NO_GALLERY = "no_gallery"  # no gallery channel was ever set
+    GALLERY_GONE = "gallery_gone"  # it was set, and has since been deleted (or is out of reach)
+    NOT_FINISHED = "not_finished"
+    DELETED = "deleted"
+    ALREADY_SHARED = "already_shared"  # posted, or being posted right now
+    NOT_YOURS = "not_yours"
+    AGE_RESTRICTED = "age_restricted"  # made in an age-restricted channel, gallery is not
 
 
 @dataclass(frozen=True)
-class Post:
+class Destination(Generic[C]):
+    """The gallery channel as the chat platform has it now (`channel` is the caller's own
+    object, handed back to it for posting)."""
+
+    channel: C
+    age_restricted: bool
+
+
+@dataclass(frozen=True)
+class Claim(Generic[C]):
+    """A job's gallery post, reserved for this share."""
+
     job_id: str
-    channel_id: int
-    message_id: int | None
-    votes: int = 0
+    destination: Destination[C]
+
+    @property
+    def channel(self) -> C:
+        return self.destination.channel
 
 
 class Gallery:
@@ -46,99 +73,76 @@ class Gallery:
         self._clock = clock
         self._moderation = moderation
 
-    async def set_channel(self, guild_id: int, actor_id: int, channel_id: int) -> Change:
-        return await self._moderation.set_guild_channel(
-            guild_id, actor_id, "gallery_channel_id", "gallery channel", channel_id
+    async def set_channel(self, guild_id: int, actor_id: int, channel_id: int) -> ChannelSet:
+        return await self._moderation.set_channel(
+            guild_id, actor_id, GuildChannel.GALLERY, channel_id
         )
 
     async def channel(self, guild_id: int) -> int | None:
-        return await self._db.fetchval(
-            "SELECT gallery_channel_id FROM guild_settings WHERE guild_id = $1", guild_id
-        )
+        return await self._moderation.channel(guild_id, GuildChannel.GALLERY)
 
     async def claim(
-        self, job: Job, sharer_id: int, *, gallery_age_restricted: bool
-    ) -> tuple[int, None] | tuple[None, ShareRefusal]:
-        """Reserve the job's single gallery post; returns the channel to post in, or why not."""
+        self, job: Job, sharer_id: int, find: Callable[[int], Destination[C] | None]
+    ) -> Claim[C] | ShareRefusal:
+        """Reserve the job's single gallery post, or say why not. `find` looks the stored
+        gallery channel up in the chat platform (None: it no longer exists there)."""
         if not job.images_posted:
-            return None, ShareRefusal.NOT_FINISHED
+            return ShareRefusal.NOT_FINISHED
         if job.deleted_at is not None:
-            return None, ShareRefusal.DELETED
+            return ShareRefusal.DELETED
         if sharer_id != job.origin.user_id:
-            return None, ShareRefusal.NOT_YOURS
-        channel_id = await self.channel(job.origin.guild_id or 0)
+            return ShareRefusal.NOT_YOURS
+        guild_id = job.origin.guild_id or 0
+        channel_id = await self.channel(guild_id)
         if channel_id is None:
-            return None, ShareRefusal.NO_GALLERY
-        if job.origin.age_restricted and not gallery_age_restricted:
-            return None, ShareRefusal.AGE_RESTRICTED
-        claimed = await self._db.execute(
-            """INSERT INTO gallery_posts (job_id, guild_id, channel_id, shared_by, shared_at)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO NOTHING""",
+            return ShareRefusal.NO_GALLERY
+        destination = find(channel_id)
+        if destination is None:
+            return ShareRefusal.GALLERY_GONE
+        if job.origin.age_restricted and not destination.age_restricted:
+            return ShareRefusal.AGE_RESTRICTED
+        now = self._clock()
+        claimed = await store.claim(
+            self._db,
             job.id,
-            job.origin.guild_id or 0,
+            guild_id,
             channel_id,
             sharer_id,
-            self._clock(),
+            now,
+            abandoned_before=now - ABANDONED_CLAIM_AFTER,
         )
         if not claimed:
-            return None, ShareRefusal.ALREADY_SHARED
-        return channel_id, None
+            return ShareRefusal.ALREADY_SHARED
+        return Claim(job.id, destination)
 
-    async def posted(self, job_id: str, message_id: int) -> None:
-        await self._db.execute(
-            "UPDATE gallery_posts SET message_id = $2 WHERE job_id = $1", job_id, message_id
-        )
-
-    async def unclaim(self, job_id: str) -> None:
-        await self._db.execute(
-            "DELETE FROM gallery_posts WHERE job_id = $1 AND message_id IS NULL", job_id
-        )
+    async def publish(self, claim: Claim[C], post: Callable[[C], Awaitable[int]]) -> int:
+        """Post through `post` (which returns the message id) and record it. If posting
+        raises, the claim is given back and the error goes on to the caller."""
+        try:
+            message_id = await post(claim.channel)
+        except Exception:
+            await store.release(self._db, claim.job_id)
+            raise
+        await store.mark_posted(self._db, claim.job_id, message_id)
+        return message_id
 
     async def post_for(self, job_id: str) -> Post | None:
-        row = await self._db.fetchrow(
-            """SELECT p.job_id, p.channel_id, p.message_id,
-                      (SELECT COUNT(*) FROM votes v WHERE v.job_id = p.job_id) AS votes
-               FROM gallery_posts p WHERE p.job_id = $1""",
-            job_id,
-        )
-        return _post(row) if row else None
+        return await store.post_for(self._db, job_id)
 
     async def remove(self, job_id: str) -> Post | None:
         """Forget a job's gallery post (its original was deleted); returns what to delete."""
-        post = await self.post_for(job_id)
-        if post is not None:
-            async with self._db.transaction() as conn:
-                await conn.execute("DELETE FROM gallery_posts WHERE job_id = $1", job_id)
-                await conn.execute("DELETE FROM votes WHERE job_id = $1", job_id)
+        async with self._db.transaction() as conn:
+            post = await store.post_for(conn, job_id)
+            if post is not None:
+                await store.remove(conn, job_id)
         return post
 
     async def vote(self, job_id: str, user_id: int) -> tuple[bool, int]:
         """Count one vote per member; returns (whether this vote was new, the total)."""
-        added = await self._db.execute(
-            """INSERT INTO votes (job_id, user_id, voted_at) VALUES ($1, $2, $3)
-               ON CONFLICT (job_id, user_id) DO NOTHING""",
-            job_id,
-            user_id,
-            self._clock(),
-        )
-        total = await self._db.fetchval("SELECT COUNT(*) FROM votes WHERE job_id = $1", job_id)
-        return bool(added), total
+        added = await store.add_vote(self._db, job_id, user_id, self._clock())
+        return added, await store.votes(self._db, job_id)
 
     async def top(self, guild_id: int, period: str, limit: int = 10) -> list[Post]:
         window = PERIODS[period]
         since = self._clock() - window if window else 0.0
-        rows = await self._db.fetch(
-            """SELECT p.job_id, p.channel_id, p.message_id, COUNT(v.user_id) AS votes
-               FROM gallery_posts p LEFT JOIN votes v ON v.job_id = p.job_id
-               WHERE p.guild_id = $1 AND p.shared_at >= $2 AND p.message_id IS NOT NULL
-               GROUP BY p.job_id, p.channel_id, p.message_id, p.shared_at
-               ORDER BY votes DESC, p.shared_at ASC LIMIT $3""",
-            guild_id,
-            since,
-            limit,
-        )
-        return [_post(row) for row in rows]
-
-
-def _post(row: Any) -> Post:
-    return Post(row["job_id"], row["channel_id"], row["message_id"], row["votes"])
+        return await store.top(self._db, guild_id, since, limit)

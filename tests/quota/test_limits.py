@@ -5,7 +5,9 @@ from quota.limits import (
     DAY,
     HOUR,
     LimitField,
+    LimitReached,
     Limits,
+    OutOfRange,
     Rule,
     ScopeKind,
     Usage,
@@ -62,8 +64,8 @@ def test_fields_resolve_independently():
 
 
 def test_negative_and_absurd_values_are_rejected_with_the_range():
-    assert "from 0 to 10000" in (validate_value(DAILY, -1) or "")
-    assert validate_value(DAILY, 10**9) is not None
+    assert validate_value(DAILY, -1) == OutOfRange(DAILY, 0, 10_000, -1)
+    assert validate_value(DAILY, 10**9) == OutOfRange(DAILY, 0, 10_000, 10**9)
     assert validate_value(LimitField.MAX_IMAGES_PER_JOB, 0) is not None
     assert validate_value(DAILY, 20) is None
 
@@ -88,18 +90,21 @@ def test_a_job_within_every_limit_is_accepted():
     assert check(LIMITS, usage(), 4, NOW).refusal is None
 
 
-def test_too_many_images_per_job_is_refused():
-    assert check(LIMITS, usage(), 5, NOW).refusal.limit == LimitField.MAX_IMAGES_PER_JOB
+def test_too_many_images_per_job_is_refused_with_the_limit():
+    assert check(LIMITS, usage(), 5, NOW).refusal == LimitReached(
+        LimitField.MAX_IMAGES_PER_JOB, limit=4
+    )
 
 
-def test_a_second_concurrent_job_is_refused():
-    assert check(LIMITS, usage(running_jobs=1), 1, NOW).refusal.limit == "concurrent_jobs"
+def test_a_second_concurrent_job_is_refused_with_the_running_count():
+    assert check(LIMITS, usage(running_jobs=1), 1, NOW).refusal == LimitReached(
+        LimitField.CONCURRENT_JOBS, limit=1, running=1
+    )
 
 
 def test_cooldown_refusal_says_when_it_ends():
     verdict = check(LIMITS, usage(last_job_at=NOW - 10), 1, NOW)
-    assert verdict.refusal.limit == LimitField.COOLDOWN_SECONDS
-    assert verdict.refusal.resets_at == NOW + 20
+    assert verdict.refusal == LimitReached(LimitField.COOLDOWN_SECONDS, 30, resets_at=NOW + 20)
 
 
 def test_cooldown_over_means_accepted():
@@ -109,15 +114,13 @@ def test_cooldown_over_means_accepted():
 def test_hourly_limit_resets_when_the_oldest_images_age_out():
     recent = ((NOW - 3000, 4), (NOW - 100, 2))
     verdict = check(LIMITS, usage(images_last_day=6, images_last_hour=6, recent=recent), 1, NOW)
-    assert verdict.refusal.limit == LimitField.IMAGES_PER_HOUR
-    assert verdict.refusal.resets_at == NOW - 3000 + HOUR
+    assert verdict.refusal == LimitReached(LimitField.IMAGES_PER_HOUR, 6, NOW - 3000 + HOUR)
 
 
 def test_daily_limit_reset_time_counts_only_the_last_day():
     recent = ((NOW - 80_000, 5), (NOW - 50_000, 5))
     verdict = check(LIMITS, usage(images_last_day=10, recent=recent), 2, NOW)
-    assert verdict.refusal.limit == LimitField.IMAGES_PER_DAY
-    assert verdict.refusal.resets_at == NOW - 80_000 + DAY
+    assert verdict.refusal == LimitReached(LimitField.IMAGES_PER_DAY, 10, NOW - 80_000 + DAY)
 
 
 def test_a_grant_covers_images_past_the_allowance():

@@ -46,14 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def refusal_text(refused: Refused) -> str:
-    refusal = refused.refusal
-    text = f"⛔ Not started: {refusal.message}."
-    if refusal.resets_at is not None:
-        text += f" You can try again <t:{int(refusal.resets_at) + 1}:R>."
-    return text + " Nothing was charged."
-
-
 class Imagine(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
@@ -240,7 +232,7 @@ class Imagine(commands.Cog):
         )
         if isinstance(outcome, Refused):
             await interaction.delete_original_response()
-            await interaction.followup.send(refusal_text(outcome), ephemeral=True)
+            await interaction.followup.send(wording.refusal_text(outcome.refusal), ephemeral=True)
             return
         services.runner.enqueue(outcome.job)
 

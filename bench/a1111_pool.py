@@ -5,15 +5,15 @@
 
 The real bot (discord.py against the fake Discord, the real `JobRunner` and `A1111Backend`)
 with `BACKEND=a1111` over emulated AUTOMATIC1111 servers, each running one generation at a
-time for `--duration` seconds. Every member asks for `jobs / members` images at once, one
+time for `--duration` seconds. Every member sends `jobs / members` one-image jobs at once, one
 member after another (the worst order for fairness). Run twice: over one server, then over
 `--servers` servers. Prints:
 
 - throughput (jobs per second) and the pool's speed-up over one server (target ≥ 2.7× for 3);
 - fairness: the order jobs started, and the "unfair starts": a start given to a member while
   another member already waiting (admitted: a row in the jobs table) had started fewer jobs;
-  a round-robin queue makes none. Members are admitted one after another (`admitting_s`), so
-  early on an idle server rightly takes whoever is there;
+  serving the fewest-started waiting member first makes none; the bot's rotation puts a
+  member who joins the line behind those already in it, which makes a few at the start;
 - idle-while-waiting: summed over servers, the seconds a server had nothing to do while a job
   was admitted but not yet started (servers sampled every 5 ms): the cost of learning that a
   job ended (progress polls) and of handing the next one over.

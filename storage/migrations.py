@@ -12,9 +12,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from storage.database import StorageError
+from storage.database import Connection, StorageError
 from storage.postgres import PostgresDatabase
 from storage.sqlite import SqliteDatabase
 
@@ -55,7 +54,7 @@ def discover(directory: Path) -> list[Migration]:
     return [found[version] for version in sorted(found)]
 
 
-async def _one_migrator_at_a_time(conn: Any, dialect: str) -> None:
+async def _one_migrator_at_a_time(conn: Connection, dialect: str) -> None:
     if dialect == "postgresql":  # SQLite's BEGIN IMMEDIATE already holds the database
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
 

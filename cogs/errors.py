@@ -42,10 +42,10 @@ class Errors(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self._previous = bot.tree.on_error
-        bot.tree.on_error = self.on_app_command_error
+        bot.tree.error(self.on_app_command_error)
 
     async def cog_unload(self) -> None:
-        self.bot.tree.on_error = self._previous
+        self.bot.tree.error(self._previous)
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import discord
 
@@ -57,8 +57,8 @@ class JobButton:
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> JobButton:
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
         return cls(match["job_id"])
 
     def handler_args(self) -> tuple[Any, ...]:
@@ -105,8 +105,8 @@ class UpscaleButton(JobButton, _Dynamic, template=rf"imagine:upscale:{JOB_ID}:(?
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> UpscaleButton:
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
         return cls(match["job_id"], int(match["index"]))
 
     def handler_args(self) -> tuple[Any, ...]:
@@ -132,8 +132,8 @@ class VariationButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> VariationButton:
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
         return cls(match["job_id"], int(match["index"]), match["how"] == "strong")
 
     def handler_args(self) -> tuple[Any, ...]:

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import discord
+from discord.utils import MISSING
 
 from clock import Clock
 from cogs.utils import embeds, wording
@@ -44,7 +45,7 @@ class _Progress:
     shown: Update | None = None  # what the reply shows now: an equal update is not re-sent
     last_sent: float = 0.0
     task: asyncio.Task[None] | None = None
-    in_flight: asyncio.Future[object] | None = field(default=None)
+    in_flight: asyncio.Future[discord.WebhookMessage] | None = field(default=None)
 
 
 class DiscordReporter:
@@ -87,13 +88,20 @@ class DiscordReporter:
                 return
             if update == entry.shown:
                 continue
-            fields: dict[str, object] = {"embed": embeds.progress_embed(entry.job, update)}
+            preview: list[discord.File] = MISSING
             if update.preview_image is not None:
-                preview = io.BytesIO(update.preview_image)
-                fields["attachments"] = [discord.File(preview, filename=embeds.PREVIEW_FILENAME)]
-            entry.in_flight = asyncio.ensure_future(self._edit_reply(entry.job, **fields))
+                data = io.BytesIO(update.preview_image)
+                preview = [discord.File(data, filename=embeds.PREVIEW_FILENAME)]
+            edit = asyncio.ensure_future(
+                self._edit_reply(
+                    entry.job,
+                    embeds=[embeds.progress_embed(entry.job, update)],
+                    attachments=preview,
+                )
+            )
+            entry.in_flight = edit
             try:
-                await asyncio.shield(entry.in_flight)
+                await asyncio.shield(edit)
             except (discord.HTTPException, _TokenGone) as error:
                 log.info("progress edit for job %s failed: %r", entry.job.id, error)
             else:
@@ -137,7 +145,7 @@ class DiscordReporter:
                     more = [await webhook.send(files=_files(g), wait=True) for g in groups[1:]]
                     return Posted(message.id, tuple(m.id for m in more))
             channel = await self._channel(job)
-            message = await channel.send(
+            sent = await channel.send(
                 content=f"{mention}, your images are ready.",
                 embeds=result,
                 files=_files(first),
@@ -145,8 +153,8 @@ class DiscordReporter:
                 nonce=job.id[:25],  # Discord drops a resend with the same nonce: no duplicates
                 allowed_mentions=discord.AllowedMentions(users=True),
             )
-            more = [await channel.send(files=_files(group)) for group in groups[1:]]
-            return Posted(message.id, tuple(m.id for m in more))
+            rest = [await channel.send(files=_files(group)) for group in groups[1:]]
+            return Posted(sent.id, tuple(m.id for m in rest))
         except discord.HTTPException as error:
             raise DeliveryFailed(f"Discord refused the upload: {error}") from error
 
@@ -156,7 +164,7 @@ class DiscordReporter:
         try:
             if self._token_usable(job):
                 with contextlib.suppress(_TokenGone):
-                    await self._edit_reply(job, embed=embed, attachments=[], view=None)
+                    await self._edit_reply(job, embeds=[embed], attachments=[], view=None)
                     return
             channel = await self._channel(job)
             await channel.send(
@@ -184,7 +192,8 @@ class DiscordReporter:
         try:
             # The reply is still "thinking…": its id was never stored, so it is addressed by
             # Discord's alias for an interaction's first reply.
-            await webhook.edit_message(ORIGINAL_REPLY, embed=embeds.lost_request_embed())  # type: ignore[arg-type]
+            # discord.py types message ids as int; Discord's API takes "@original" too.
+            await webhook.edit_message(ORIGINAL_REPLY, embed=embeds.lost_request_embed())  # type: ignore[call-overload]
         except Exception as error:  # best effort: a shutdown must not trip over it
             log.info("could not tell the member about lost request: %r", error)
 
@@ -199,10 +208,21 @@ class DiscordReporter:
             job.origin.application_id, job.origin.interaction_token, client=self._bot
         )
 
-    async def _edit_reply(self, job: Job, **fields: object) -> discord.WebhookMessage:
+    async def _edit_reply(
+        self,
+        job: Job,
+        *,
+        embeds: Sequence[discord.Embed],
+        attachments: Sequence[discord.File] = MISSING,
+        view: discord.ui.View | None = MISSING,
+    ) -> discord.WebhookMessage:
+        """Edit the job's reply through its interaction token; `MISSING` leaves a part as
+        it is. Raises `_TokenGone` when the token or the reply is gone."""
         assert job.message_id is not None
         try:
-            message = await self._webhook(job).edit_message(job.message_id, **fields)  # type: ignore[arg-type]
+            message = await self._webhook(job).edit_message(
+                job.message_id, embeds=embeds, attachments=attachments, view=view
+            )
         except (discord.NotFound, discord.Forbidden) as error:
             raise _TokenGone from error
         except discord.HTTPException as error:

@@ -147,7 +147,7 @@ class Admission:
             allotment = await quota_store.allotment_use(conn, guild_id, now)
             if allotment is not None and not allotment.covers(cost):
                 return Refused(AllotmentShort(allotment, cost))
-            if cost > balance.available:
+            if not balance.covers(cost):
                 return Refused(BudgetShort(max(balance.available, 0), cost))
             if verdict.grant_used:
                 await quota_store.use_grant(conn, guild_id, origin.user_id, verdict.grant_used)

@@ -1,8 +1,13 @@
 """The account's credit: reserved before a job is submitted, committed or released after.
 
-The one module with SQL on the `account` row. Every function takes the caller's connection
+The one module with SQL on the `account` rows. Every function takes the caller's connection
 (a transaction's, for changes), so a reservation and the job it pays for are written
 together or not at all.
+
+Two ledgers: the real account (row 1) and the sandbox's (row 2), so trying the bot with the
+emulator never shows as spent on the real account. A process uses one of them, chosen once
+at start with `use_sandbox_ledger`. An account may be unlimited (`ACCOUNT_CREDIT=unlimited`,
+for a self-hosted server): spending is counted, the budget never refuses.
 """
 
 from __future__ import annotations
@@ -11,7 +16,16 @@ from dataclasses import dataclass
 
 from storage import Connection, Row
 
-ACCOUNT_ID = 1
+REAL_ACCOUNT = 1
+SANDBOX_ACCOUNT = 2
+ACCOUNT_ID = REAL_ACCOUNT
+_COLUMNS = "credit, spent, reserved, paused_reason, unlimited"
+
+
+def use_sandbox_ledger(sandbox: bool) -> None:
+    """Choose this process's ledger (called once at start, before any job)."""
+    global ACCOUNT_ID
+    ACCOUNT_ID = SANDBOX_ACCOUNT if sandbox else REAL_ACCOUNT
 
 
 @dataclass(frozen=True)
@@ -20,20 +34,32 @@ class Balance:
     spent: int
     reserved: int
     paused_reason: str | None
+    unlimited: bool = False
 
     @property
     def available(self) -> int:
         return self.credit - self.spent - self.reserved
 
+    def covers(self, cost: int) -> bool:
+        """Whether the budget allows `cost` more images."""
+        return self.unlimited or cost <= self.available
 
-async def ensure_account(conn: Connection, initial_credit: int, now: float) -> None:
-    """Create the account row on first start; later starts keep what the operator set."""
+
+async def ensure_account(conn: Connection, initial_credit: int | None, now: float) -> None:
+    """Create the account row on first start (None: unlimited); later starts keep what the
+    operator set, except that unlimited follows the setting (it is not a figure to keep)."""
     await conn.execute(
-        """INSERT INTO account (id, credit, spent, reserved, updated_at)
-           VALUES ($1, $2, 0, 0, $3) ON CONFLICT (id) DO NOTHING""",
+        """INSERT INTO account (id, credit, spent, reserved, updated_at, unlimited)
+           VALUES ($1, $2, 0, 0, $3, $4) ON CONFLICT (id) DO NOTHING""",
         ACCOUNT_ID,
-        initial_credit,
+        initial_credit or 0,
         now,
+        int(initial_credit is None),
+    )
+    await conn.execute(
+        "UPDATE account SET unlimited = $2 WHERE id = $1",
+        ACCOUNT_ID,
+        int(initial_credit is None),
     )
 
 
@@ -46,16 +72,14 @@ async def lock_balance(conn: Connection) -> Balance:
     transaction's BEGIN IMMEDIATE already holds the whole database.
     """
     row = await conn.fetchrow(
-        "SELECT credit, spent, reserved, paused_reason FROM account WHERE id = $1 FOR UPDATE",
+        f"SELECT {_COLUMNS} FROM account WHERE id = $1 FOR UPDATE",
         ACCOUNT_ID,
     )
     return _balance(row)
 
 
 async def balance(db: Connection) -> Balance:
-    row = await db.fetchrow(
-        "SELECT credit, spent, reserved, paused_reason FROM account WHERE id = $1", ACCOUNT_ID
-    )
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM account WHERE id = $1", ACCOUNT_ID)
     return _balance(row)
 
 
@@ -113,4 +137,5 @@ def _balance(row: Row | None) -> Balance:
         spent=row["spent"],
         reserved=row["reserved"],
         paused_reason=row["paused_reason"],
+        unlimited=bool(row["unlimited"]),
     )

@@ -370,11 +370,17 @@ def _allotment_line(use: AllotmentUse | None) -> str:
 def credit_status_text(status: CreditStatus) -> str:
     """`/credit show`: the account every server shares, then this server's allotment."""
     balance = status.balance
-    text = (
-        f"**Credit:** {balance.credit} images · **spent:** {balance.spent} · "
-        f"**reserved:** {balance.reserved} · **available:** {balance.available} "
-        "(shared by every server)"
-    )
+    if balance.unlimited:
+        text = (
+            f"**Credit:** unlimited · **spent:** {balance.spent} · "
+            f"**reserved:** {balance.reserved} (shared by every server)"
+        )
+    else:
+        text = (
+            f"**Credit:** {balance.credit} images · **spent:** {balance.spent} · "
+            f"**reserved:** {balance.reserved} · **available:** {balance.available} "
+            "(shared by every server)"
+        )
     if balance.paused_reason:
         text += "\n⚠️ Generation is paused: the image service reported the account out of credit."
     return text + "\n" + _allotment_line(status.allotment)
@@ -406,3 +412,16 @@ def forgot(erased: int, running: int) -> str:
     if running:
         text += f" {running} job(s) still running were left alone: run it again once they end."
     return text
+
+
+# -- Per-member defaults (/settings) -------------------------------------------------------
+
+DEFAULTS_NOTHING_GIVEN = "Give at least one option to set, e.g. `/settings set steps: 30`."
+
+
+def member_defaults_text(defaults: dict[str, object]) -> str:
+    """`/settings`: the member's defaults here, or that `/imagine`'s own apply."""
+    if not defaults:
+        return "You have no defaults here: `/imagine` uses its own. Set some with `/settings set`."
+    lines = [f"**{name}:** {value}" for name, value in defaults.items()]
+    return "Your defaults here (an option you give `/imagine` always wins):\n" + "\n".join(lines)

@@ -39,11 +39,6 @@ async def moderate(harness, name: str, **options) -> None:
     assert record.latest.ephemeral
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quota.ledger.ensure_account inserts None into account.credit (NOT NULL): "
-    "ACCOUNT_CREDIT=unlimited stops the bot at start with sqlite3.IntegrityError",
-)
 async def test_unlimited_credit_admits_any_number_of_images_but_members_limits_hold(
     harness, tmp_path
 ):
@@ -64,3 +59,25 @@ async def test_unlimited_credit_admits_any_number_of_images_but_members_limits_h
     await finished(harness, over)
     assert "8 images per day" in over.followups[0].content
     await settled(harness)
+
+
+async def test_the_sandbox_keeps_a_ledger_of_its_own(harness):
+    await harness.stop_bot()
+    harness.settings_overrides = {
+        "sandbox": True,
+        "omni_api_key": "sandbox",
+        "omni_base_url": "http://127.0.0.1:9",
+        "sandbox_duration": 0.2,
+    }
+    await harness.start_bot()
+    record = await harness.imagine(images=2)
+    await finished(harness, record)
+    assert "Images ready" in record.latest.text
+    sandbox_show = await harness.command(harness.world.mod, "credit show")
+    await harness.answered(sandbox_show)
+    assert "**spent:** 2" in sandbox_show.latest.text
+    harness.settings_overrides = {}
+    await harness.restart_bot()  # the same database, now for real
+    real_show = await harness.command(harness.world.mod, "credit show")
+    await harness.answered(real_show)
+    assert "**spent:** 0" in real_show.latest.text

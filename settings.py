@@ -6,7 +6,6 @@ Secrets are kept out of `repr` so a logged Settings object cannot leak them.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -249,17 +248,3 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if read.problems:
         raise ConfigError(read.problems)
     return settings
-
-
-class RedactingFormatter(logging.Formatter):
-    """Formats as usual, then blanks out any secret, tracebacks included, whatever the logger."""
-
-    def __init__(self, fmt: str, secrets: tuple[str, ...]) -> None:
-        super().__init__(fmt)
-        self._secrets = tuple(s for s in secrets if len(s) >= 6)
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text

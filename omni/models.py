@@ -308,9 +308,3 @@ class Submission:
 
     task_id: str
     warning: str = ""
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    url: str
-    data: bytes = field(repr=False)

@@ -19,6 +19,3 @@ class RetryPolicy:
 
     def delay(self, failures: int) -> float:
         return random.uniform(0.0, min(self.max_delay, self.base_delay * 2**failures))
-
-
-NO_RETRY = RetryPolicy(attempts=1)

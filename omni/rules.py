@@ -135,8 +135,3 @@ def parse_size(label: str) -> tuple[int, int] | None:
     except ValueError:
         return None
     return (width, height) if (width, height) in SDXL_SIZES else None
-
-
-def price_per_image(width: int, height: int, steps: int) -> float:
-    """US dollars per txt2img image (Omniinfer's pricing page)."""
-    return max(0.0015, width * height * steps * 4e-10)

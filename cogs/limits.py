@@ -2,10 +2,12 @@
 server's moderators; `/credit set`, `/credit allot` and `/credit unallot` for the bot's
 operator alone (they change what every server gets; see `cogs/utils/checks.py`).
 
-Moderator groups are hidden from members with `default_permissions`, and every call is
-checked again at run time (admins can change command permissions, and clients can send
-anything). Changes are announced in the server's mod-log channel when one is set; a change
-of the account's credit, which every server shares, in every server's.
+Every command first makes sure it runs in a server the bot is in (`cogs/utils/guards.py`),
+before any other check: `guild_only` is only a hint to Discord's UI. Moderator groups are
+hidden from members with `default_permissions`, and every call is checked again at run time
+(admins can change command permissions, and clients can send anything). Changes are
+announced in the server's mod-log channel when one is set; a change of the account's
+credit, which every server shares, in every server's.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from discord.ext import commands
 from cogs.utils import wording
 from cogs.utils.checks import (
     MODERATOR_PERMISSIONS,
-    is_operator,
+    is_operator_of,
     require_moderator,
     require_operator,
 )
+from cogs.utils.guards import known_guild, require_known_guild
 from quota.allotments import Allotment, AllotmentPeriod
 from quota.changes import Change, CreditSet
 from quota.guild_settings import GuildChannel
@@ -50,6 +53,7 @@ class ModeratorGroup(app_commands.Group):
         )
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        require_known_guild(interaction)
         require_moderator(interaction)
         return True
 
@@ -59,9 +63,10 @@ class CreditGroup(ModeratorGroup):
     checks), and the operator may look in any server."""
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        require_known_guild(interaction)
         if interaction.permissions.manage_guild:
             return True
-        if not await is_operator(interaction.client, interaction.user):  # type: ignore[arg-type]
+        if not await is_operator_of(interaction):
             require_moderator(interaction)  # raises: answered as "only moderators"
         return True
 
@@ -70,9 +75,9 @@ def _when(timestamp: float | None) -> str:
     return wording.when(timestamp) if timestamp else "now"
 
 
-def _scope_of(interaction: discord.Interaction, target: Target | None) -> tuple[ScopeKind, int]:
+def _scope_of(guild_id: int, target: Target | None) -> tuple[ScopeKind, int]:
     if target is None:
-        return ScopeKind.GUILD, interaction.guild_id or 0
+        return ScopeKind.GUILD, guild_id
     if isinstance(target, discord.Role):
         return ScopeKind.ROLE, target.id
     return ScopeKind.USER, target.id
@@ -88,7 +93,9 @@ class Limits(commands.Cog):
         self.bot = bot
         self.moderation = bot.services.moderation
 
-    async def _announce(self, interaction: discord.Interaction, change: Change) -> None:
+    async def _announce(
+        self, interaction: discord.Interaction, guild_id: int, change: Change
+    ) -> None:
         """Answer the moderator and post the change to the mod-log channel, if any (to every
         server's, for the account's credit: every server shares it)."""
         text = wording.describe(change)
@@ -96,7 +103,7 @@ class Limits(commands.Cog):
         if isinstance(change, CreditSet):
             channel_ids = await self.moderation.modlog_channels()
         else:
-            channel_id = await self.moderation.modlog_channel(interaction.guild_id or 0)
+            channel_id = await self.moderation.modlog_channel(guild_id)
             channel_ids = [] if channel_id is None else [channel_id]
         for channel_id in channel_ids:
             channel = self.bot.get_channel(channel_id)
@@ -110,7 +117,9 @@ class Limits(commands.Cog):
             except discord.HTTPException as error:
                 log.warning("could not post to the mod-log channel %s: %s", channel_id, error)
 
-    async def _apply(self, interaction: discord.Interaction, change: Awaitable[Change]) -> None:
+    async def _apply(
+        self, interaction: discord.Interaction, guild_id: int, change: Awaitable[Change]
+    ) -> None:
         try:
             done = await change
         except ModerationError as error:
@@ -118,15 +127,18 @@ class Limits(commands.Cog):
                 wording.moderation_problem(error.problem), ephemeral=True
             )
             return
-        await self._announce(interaction, done)
+        await self._announce(interaction, guild_id, done)
 
     # -- everyone --------------------------------------------------------------------------
 
     @app_commands.command(name="quota", description="How many images you have left")
     @app_commands.guild_only()
     async def quota(self, interaction: discord.Interaction) -> None:
+        guild_id = await known_guild(interaction)
+        if guild_id is None:
+            return
         roles = {role.id for role in getattr(interaction.user, "roles", ())}
-        q = await self.moderation.quota(interaction.guild_id or 0, interaction.user.id, roles)
+        q = await self.moderation.quota(guild_id, interaction.user.id, roles)
         if q.banned:
             text = f"⛔ {wording.sentence(wording.BANNED)}"
         else:
@@ -150,8 +162,8 @@ class Limits(commands.Cog):
     async def limits_show(
         self, interaction: discord.Interaction, target: Target | None = None
     ) -> None:
-        guild_id = interaction.guild_id or 0
-        scope, scope_id = _scope_of(interaction, target)
+        guild_id = require_known_guild(interaction)
+        scope, scope_id = _scope_of(guild_id, target)
         rules = [
             r
             for r in await self.moderation.rules(guild_id)
@@ -186,8 +198,9 @@ class Limits(commands.Cog):
         value: int,
         target: Target | None = None,
     ) -> None:
+        guild_id = require_known_guild(interaction)
         if scope is ScopeKind.GUILD:
-            scope_id = interaction.guild_id or 0
+            scope_id = guild_id
         elif target is None or isinstance(target, discord.Role) != (scope is ScopeKind.ROLE):
             await interaction.response.send_message(
                 f"❌ **target**: give the {scope.value} this limit is for.", ephemeral=True
@@ -197,9 +210,8 @@ class Limits(commands.Cog):
             scope_id = target.id
         await self._apply(
             interaction,
-            self.moderation.set_limit(
-                interaction.guild_id or 0, interaction.user.id, scope, scope_id, field, value
-            ),
+            guild_id,
+            self.moderation.set_limit(guild_id, interaction.user.id, scope, scope_id, field, value),
         )
 
     @limits.command(
@@ -209,52 +221,61 @@ class Limits(commands.Cog):
     async def limits_reset(
         self, interaction: discord.Interaction, target: Target | None = None
     ) -> None:
-        scope, scope_id = _scope_of(interaction, target)
+        guild_id = require_known_guild(interaction)
+        scope, scope_id = _scope_of(guild_id, target)
         await self._apply(
             interaction,
-            self.moderation.reset_limits(
-                interaction.guild_id or 0, interaction.user.id, scope, scope_id
-            ),
+            guild_id,
+            self.moderation.reset_limits(guild_id, interaction.user.id, scope, scope_id),
         )
 
     @limits.command(name="grant", description="Give a member extra images, once")
     async def limits_grant(
         self, interaction: discord.Interaction, user: discord.Member, images: int
     ) -> None:
+        guild_id = require_known_guild(interaction)
         await self._apply(
             interaction,
-            self.moderation.grant(interaction.guild_id or 0, interaction.user.id, user.id, images),
+            guild_id,
+            self.moderation.grant(guild_id, interaction.user.id, user.id, images),
         )
 
     @limits.command(name="ban", description="Stop a member from generating images")
     async def limits_ban(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        guild_id = require_known_guild(interaction)
         await self._apply(
             interaction,
-            self.moderation.ban(interaction.guild_id or 0, interaction.user.id, user.id),
+            guild_id,
+            self.moderation.ban(guild_id, interaction.user.id, user.id),
         )
 
     @limits.command(name="unban", description="Let a member generate images again")
     async def limits_unban(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        guild_id = require_known_guild(interaction)
         await self._apply(
             interaction,
-            self.moderation.unban(interaction.guild_id or 0, interaction.user.id, user.id),
+            guild_id,
+            self.moderation.unban(guild_id, interaction.user.id, user.id),
         )
 
     # -- /credit ---------------------------------------------------------------------------
 
     @credit.command(name="show", description="The account's credit and this server's allotment")
     async def credit_show(self, interaction: discord.Interaction) -> None:
-        status = await self.moderation.credit_status(interaction.guild_id or 0)
+        guild_id = require_known_guild(interaction)
+        status = await self.moderation.credit_status(guild_id)
         await interaction.response.send_message(wording.credit_status_text(status), ephemeral=True)
 
     @credit.command(
         name="set", description="Operator: state the account's credit (in images) after a top-up"
     )
     async def credit_set(self, interaction: discord.Interaction, images: int) -> None:
+        guild_id = require_known_guild(interaction)
         await require_operator(interaction)
         await self._apply(
             interaction,
-            self.moderation.set_credit(interaction.guild_id or 0, interaction.user.id, images),
+            guild_id,
+            self.moderation.set_credit(guild_id, interaction.user.id, images),
         )
 
     @credit.command(
@@ -270,43 +291,50 @@ class Limits(commands.Cog):
         images: int,
         period: AllotmentPeriod = AllotmentPeriod.MONTH,
     ) -> None:
+        guild_id = require_known_guild(interaction)
         await require_operator(interaction)
         await self._apply(
             interaction,
-            self.moderation.set_allotment(
-                interaction.guild_id or 0, interaction.user.id, Allotment(images, period)
-            ),
+            guild_id,
+            self.moderation.set_allotment(guild_id, interaction.user.id, Allotment(images, period)),
         )
 
     @credit.command(
         name="unallot", description="Operator: remove this server's cap on the account's credit"
     )
     async def credit_unallot(self, interaction: discord.Interaction) -> None:
+        guild_id = require_known_guild(interaction)
         await require_operator(interaction)
         await self._apply(
             interaction,
-            self.moderation.set_allotment(interaction.guild_id or 0, interaction.user.id, None),
+            guild_id,
+            self.moderation.set_allotment(guild_id, interaction.user.id, None),
         )
 
     # -- /blocklist ------------------------------------------------------------------------
 
     @blocklist.command(name="add", description="Refuse prompts containing a word or phrase")
     async def blocklist_add(self, interaction: discord.Interaction, word: str) -> None:
+        guild_id = require_known_guild(interaction)
         await self._apply(
             interaction,
-            self.moderation.block_word(interaction.guild_id or 0, interaction.user.id, word),
+            guild_id,
+            self.moderation.block_word(guild_id, interaction.user.id, word),
         )
 
     @blocklist.command(name="remove", description="Allow a word or phrase again")
     async def blocklist_remove(self, interaction: discord.Interaction, word: str) -> None:
+        guild_id = require_known_guild(interaction)
         await self._apply(
             interaction,
-            self.moderation.unblock_word(interaction.guild_id or 0, interaction.user.id, word),
+            guild_id,
+            self.moderation.unblock_word(guild_id, interaction.user.id, word),
         )
 
     @blocklist.command(name="list", description="The words this server refuses")
     async def blocklist_list(self, interaction: discord.Interaction) -> None:
-        words = await self.moderation.blocklist(interaction.guild_id or 0)
+        guild_id = require_known_guild(interaction)
+        words = await self.moderation.blocklist(guild_id)
         text = ", ".join(f"`{w}`" for w in words) if words else "The blocklist is empty."
         await interaction.response.send_message(text[:2000], ephemeral=True)
 
@@ -316,10 +344,12 @@ class Limits(commands.Cog):
     async def modlog_channel(
         self, interaction: discord.Interaction, channel: discord.TextChannel
     ) -> None:
+        guild_id = require_known_guild(interaction)
         await self._apply(
             interaction,
+            guild_id,
             self.moderation.set_channel(
-                interaction.guild_id or 0, interaction.user.id, GuildChannel.MODLOG, channel.id
+                guild_id, interaction.user.id, GuildChannel.MODLOG, channel.id
             ),
         )
 

@@ -9,7 +9,7 @@ server's allotment of it. Manage Server in one server never reaches what others 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import discord
 from discord import app_commands
@@ -38,7 +38,12 @@ async def is_operator(bot: ImagineBot, user: discord.abc.User) -> bool:
     return user.id in bot.settings.owner_ids or await bot.is_owner(user)
 
 
-async def require_operator(interaction: discord.Interaction[ImagineBot]) -> None:
+async def is_operator_of(interaction: discord.Interaction) -> bool:
+    """Whether the user behind `interaction` is the operator (the client is always the bot)."""
+    return await is_operator(cast("ImagineBot", interaction.client), interaction.user)
+
+
+async def require_operator(interaction: discord.Interaction) -> None:
     """Raise `NotOperator` (answered by the error cog) unless the user is the operator."""
-    if not await is_operator(interaction.client, interaction.user):
+    if not await is_operator_of(interaction):
         raise NotOperator(wording.OPERATOR_ONLY)

@@ -35,7 +35,7 @@ from quota.changes import (
 )
 from quota.limits import LimitField, LimitReached, OutOfRange, Quantity, ScopeKind
 from quota.moderation import BlocklistFull, CreditStatus
-from sharing.gallery import ShareRefusal
+from sharing.gallery import ShareRefusal, VoteOutcome, VoteRefusal
 
 FAILURE_TITLES: dict[FailureKind, str] = {
     FailureKind.INVALID_OPTION: "The image server refused an option",
@@ -57,7 +57,8 @@ FAILURE_TITLES: dict[FailureKind, str] = {
 
 _ADVICE: dict[FailureKind, str] = {
     FailureKind.INVALID_OPTION: "Change the option it names and try again.",
-    FailureKind.BAD_KEY: "A server admin needs to check OMNI_API_KEY. Nothing was charged.",
+    FailureKind.BAD_KEY: "The bot's admin needs to check its API key (OMNI_API_KEY) or image "
+    "servers' password (A1111_AUTH). Nothing was charged.",
     FailureKind.OUT_OF_CREDIT: "Generation is paused for everyone until the bot's operator tops "
     "up the account. Nothing was charged.",
     FailureKind.TASK_FAILED: "Nothing was charged. Try again, perhaps with other options.",
@@ -261,6 +262,8 @@ _SHARE_REFUSALS: dict[ShareRefusal, str] = {
     ShareRefusal.NOT_YOURS: "Only the member who made these images can share them.",
     ShareRefusal.AGE_RESTRICTED: "These images were made in an age-restricted channel and the "
     "gallery is not age-restricted, so they can't be shared there.",
+    ShareRefusal.IMAGES_GONE: "These images are no longer in Discord, so there is nothing to "
+    "share.",
 }
 
 
@@ -269,6 +272,42 @@ def share_refusal_text(refusal: ShareRefusal) -> str:
 
 
 SHARE_POST_FAILED = "❌ Discord refused the gallery post; try again."
+
+
+def shared_to(channel_mention: str) -> str:
+    return f"📣 Shared to {channel_mention}!"
+
+
+GALLERY_BY = "By"
+GALLERY_ORIGINAL = "Original"
+GALLERY_JUMP = "jump to it"
+
+_VOTE_REFUSALS: dict[VoteRefusal, str] = {
+    VoteRefusal.NOT_SHARED: "These images are not in the gallery (any more), so they can't be "
+    "voted for.",
+    VoteRefusal.OWN_IMAGES: "You can't vote for your own images.",
+    VoteRefusal.ALREADY_VOTED: "You've already voted for this one (⭐ {total}).",
+}
+
+
+def vote_refusal_text(outcome: VoteOutcome) -> str:
+    assert outcome.refusal is not None
+    return _VOTE_REFUSALS[outcome.refusal].format(total=outcome.total)
+
+
+GALLERY_TOP_EMPTY = "No images were shared to the gallery in that period yet."
+GALLERY_PROMPT_ERASED = "*(prompt erased)*"
+
+
+def gallery_top_heading(period: str, page: int, pages: int, total: int) -> str:
+    over = {"day": "today", "week": "this week", "all": "of all time"}.get(period, period)
+    return (
+        f"🏆 **Top images {over}** · page {page} of {pages} · {total} shared · use `page:` to turn"
+    )
+
+
+def gallery_top_entry(rank: int, votes: int, prompt: str, author_id: int, jump_url: str) -> str:
+    return f"**{rank}.** ⭐ {votes} · {prompt}\nby <@{author_id}> · [jump to it]({jump_url})"
 
 
 # -- moderators' and the operator's changes --------------------------------------------------

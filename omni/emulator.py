@@ -782,7 +782,7 @@ class Emulator:
         if not self.draw_each_image and isinstance(job, Txt2Img):
             draw = images.preview if preview else images.render
             key: tuple[object, ...] = ("shared", preview, job.width, job.height)
-            render = partial(draw, "emulator", 0, job.width, job.height)
+            render: Callable[[], bytes] = partial(draw, "emulator", 0, job.width, job.height)
         else:
             key = (task.id, index)
             render = job.render_preview if preview else partial(job.render_image, int(index))

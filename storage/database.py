@@ -36,7 +36,10 @@ class Connection(Protocol):
 
 
 class Database(Connection, Protocol):
-    dialect: Literal["sqlite", "postgresql"]
+    @property
+    def dialect(self) -> Literal["sqlite", "postgresql"]:
+        """Which database this is: for `storage/` alone (migrations), never domain code."""
+        ...
 
     def transaction(self) -> AbstractAsyncContextManager[Connection]:
         """One transaction: committed when the block ends, rolled back if it raises.

@@ -70,7 +70,7 @@ def _history_line(job: Job) -> str:
     r = job.request
     seeds = embeds.seed_text(job.result.seeds) if job.result else "—"
     line = (
-        f"{embeds.truncate(r.prompt, 200)}\n"
+        f"{embeds.member_text(r.prompt, 200)}\n"
         f"{r.sampler} · {r.steps} steps · cfg {r.cfg_scale:g} · seed {seeds} · "
         f"{r.width}×{r.height}"
     )

@@ -26,6 +26,12 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def member_text(text: str, limit: int) -> str:
+    """What a member typed, shown as typed: no markdown, and no masked links (`[text](url)`
+    would otherwise render as a link whose target the reader cannot see)."""
+    return truncate(discord.utils.escape_markdown(text), limit)
+
+
 def progress_bar(fraction: float) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * BAR_WIDTH)
     return "█" * filled + "░" * (BAR_WIDTH - filled)
@@ -33,7 +39,7 @@ def progress_bar(fraction: float) -> str:
 
 def _base(job: Job, colour: discord.Colour) -> discord.Embed:
     embed = discord.Embed(
-        description=truncate(f"**{job.request.prompt}**", DESCRIPTION_LIMIT - 200),
+        description=f"**{member_text(job.request.prompt, DESCRIPTION_LIMIT - 200)}**",
         colour=colour,
     )
     footer = f"job {job.id}"
@@ -72,7 +78,7 @@ def result_embeds(job: Job, filenames: list[str], requester: str) -> list[discor
     embed = _base(job, COLOUR_DONE)
     if request.negative_prompt:
         embed.add_field(
-            name="Negative prompt", value=truncate(request.negative_prompt, 300), inline=False
+            name="Negative prompt", value=member_text(request.negative_prompt, 300), inline=False
         )
     embed.add_field(name="Sampler", value=request.sampler)
     embed.add_field(name="Steps", value=str(request.steps))
@@ -121,10 +127,10 @@ def details_embed(job: Job) -> discord.Embed:
     request = job.request
     seeds = job.result.seeds if job.result else ()
     embed = discord.Embed(title="Generation details", colour=COLOUR_WORKING)
-    embed.add_field(name="Prompt", value=truncate(request.prompt, FIELD_LIMIT), inline=False)
+    embed.add_field(name="Prompt", value=member_text(request.prompt, FIELD_LIMIT), inline=False)
     embed.add_field(
         name="Negative prompt",
-        value=truncate(request.negative_prompt or "(none)", FIELD_LIMIT),
+        value=member_text(request.negative_prompt, FIELD_LIMIT) or "(none)",
         inline=False,
     )
     width, height = job.output_size

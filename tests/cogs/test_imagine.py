@@ -219,10 +219,11 @@ async def test_buttons_keep_working_after_a_restart(harness):
     details = await harness.click(harness.world.bob, first, "details")
     await harness.answered(details)
     assert "a cat" in details.latest.text
+    harness.clock.advance(60)  # past alice's cooldown: the Reroll must run, not be refused
     reroll = await harness.click(harness.world.alice, first, "reroll")
-    harness.clock.advance(60)  # past the cooldown
     await harness.finished(reroll)
-    assert "Images ready" in reroll.latest.text or "⛔" in reroll.said()
+    assert "Images ready" in reroll.latest.text and "a cat" in reroll.latest.text
+    assert harness.emulator.stats.tasks_created == 2  # a new job, made after the restart
 
 
 async def test_ten_members_at_once_all_get_their_images_without_a_single_429(harness):
@@ -285,3 +286,11 @@ async def test_a_rate_limited_edit_is_retried_and_the_final_state_still_lands(ha
     record = await harness.imagine()
     await harness.finished(record)
     assert "Images ready" in record.latest.text
+
+
+async def test_member_text_cannot_make_masked_links_or_markdown_in_the_reply(harness):
+    record = await harness.imagine(prompt="[free nitro](https://evil.example) **loud**")
+    await harness.finished(record)
+    description = record.latest.embeds[0]["description"]
+    assert "\\[free nitro]" in description  # shown as typed, not as a link
+    assert "\\*\\*loud\\*\\*" in description

@@ -1,0 +1,427 @@
+"""The job runner's transitions, one test each, fast: the real `JobRunner`, `JobStore` and
+`Admission` on a real SQLite database, with an in-memory backend the test scripts and an
+in-memory reporter that records what the member would be shown.
+
+Every job ends once: done and charged, or failed with the right kind, its credit committed
+when the backend spent (or may have spent) it and released when not; nothing stays reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from jobs.admission import Admission, Admitted, Ticket
+from jobs.backend import (
+    BackendError,
+    Bounds,
+    Capabilities,
+    CredentialsRefused,
+    Generation,
+    NotAccepted,
+    OptionRefused,
+    OutOfCredit,
+    Output,
+    Reading,
+    SubmitUncertain,
+    TaskFailed,
+    TaskLost,
+    TaskState,
+    TaskTimedOut,
+    Unavailable,
+)
+from jobs.failures import Failure, FailureKind
+from jobs.intake import Intake, PendingRequest
+from jobs.model import TOKEN_LIFETIME, Charge, Job, JobState, Origin
+from jobs.reporting import Posted, SourceImageMissing, Update
+from jobs.runner import JobRunner
+from jobs.store import JobStore
+from quota import ledger
+from quota.limits import LimitField, Rule, ScopeKind
+from quota.store import set_rule
+from storage import Database, open_database
+from tests.harness import FakeClock
+
+GUILD, CHANNEL, USER = 1, 2, 42
+CREDIT = 100
+IMAGES = 2  # each job asks for two images: its cost
+PNG = b"\x89PNG\r\n\x1a\n"  # the runner passes images through; the reporter only counts them
+
+
+class Waiter:
+    """Wakes waiters whenever something is recorded; they re-check their predicate."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+
+# -- the in-memory backend -------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What the backend does with one submit: refuse it (`on_submit`), or take it and then
+    fail while following (`on_follow`), or finish with `images` images. With `finish`, the
+    task ends only once that event is set (the test holds it at the backend meanwhile)."""
+
+    on_submit: BackendError | None = None
+    on_follow: BackendError | None = None
+    images: int = IMAGES
+    finish: asyncio.Event | None = None
+
+
+@dataclass
+class ScriptedBackend:
+    """A `jobs.backend.Backend` whose submits follow `plans`, in order; a submit with no
+    plan left succeeds."""
+
+    plans: list[Plan] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)  # handles, in order
+    submits: int = 0  # every attempt, refused ones included
+    followed: list[str] = field(default_factory=list)  # handles, each time one is followed
+    following: Waiter = field(default_factory=Waiter)
+    _tasks: dict[str, Plan] = field(default_factory=dict)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            name="scripted",
+            samplers=("Euler a",),
+            default_sampler="Euler a",
+            steps=Bounds(1, 50),
+            cfg_scale=Bounds(1, 30),
+            sizes=((1024, 1024),),
+            max_images=4,
+        )
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def submit(self, request: Generation) -> str:
+        self.submits += 1
+        plan = self.plans.pop(0) if self.plans else Plan()
+        if plan.on_submit is not None:
+            raise plan.on_submit
+        handle = f"task-{len(self.submitted) + 1}"
+        self.submitted.append(handle)
+        self._tasks[handle] = plan
+        return handle
+
+    async def upscale(self, image: bytes, factor: float) -> str:
+        return await self.submit(Generation(prompt="upscale"))
+
+    async def follow(self, handle: str, *, max_wait: float) -> AsyncIterator[Reading]:
+        plan = self._tasks[handle]
+        self.followed.append(handle)
+        await self.following.notify()
+        yield Reading(TaskState.RUNNING, progress=0.5)
+        if plan.on_follow is not None:
+            error, plan.on_follow = plan.on_follow, None  # a late look finds the task going on
+            raise error
+        if plan.finish is not None:
+            await plan.finish.wait()
+        yield Reading(TaskState.SUCCEEDED, progress=1.0)
+
+    async def result(self, handle: str, *, expected: int) -> Output:
+        images = self._tasks[handle].images
+        return Output(images=(PNG,) * min(images, expected), seeds=tuple(range(images)))
+
+    async def cancel(self, handle: str) -> None:
+        pass
+
+
+# -- the in-memory reporter ------------------------------------------------------------------
+
+
+@dataclass
+class RecordingReporter:
+    """A `jobs.reporting.Reporter` that records what the member would be shown. With
+    `crash_on_deliver`, posting the images raises an unexpected error."""
+
+    crash_on_deliver: bool = False
+    updates: list[tuple[str, Update]] = field(default_factory=list)
+    deliveries: list[tuple[Job, int]] = field(default_factory=list)  # (job, images posted)
+    failures: list[tuple[Job, Failure]] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
+    changed: Waiter = field(default_factory=Waiter)
+
+    def update(self, job: Job, update: Update) -> None:
+        self.updates.append((job.id, update))
+
+    async def drain(self) -> None:
+        pass
+
+    async def deliver(self, job: Job, images: list[bytes]) -> Posted:
+        if self.crash_on_deliver:
+            raise RuntimeError("a bug in the reporter")
+        self.deliveries.append((job, len(images)))
+        await self.changed.notify()
+        return Posted(message_id=1000 + len(self.deliveries))
+
+    async def fail(self, job: Job, failure: Failure) -> None:
+        self.failures.append((job, failure))
+        await self.changed.notify()
+
+    async def account_paused(self, reason: str) -> None:
+        self.paused.append(reason)
+
+    async def lost(self, request: PendingRequest) -> None:
+        pass
+
+
+class NoSources:
+    """Only txt2img jobs here: there is never a source image to fetch."""
+
+    async def fetch(self, job: Job) -> bytes:
+        raise SourceImageMissing(job.id)
+
+
+# -- the world -------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    db: Database
+    clock: FakeClock
+    store: JobStore
+    admission: Admission
+    backend: ScriptedBackend
+    reporter: RecordingReporter
+    runner: JobRunner
+
+    async def admit(self) -> Job:
+        """A member's job, admitted (its credit reserved) and handed to the runner."""
+        now = self.clock()
+        origin = Origin(
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+            user_id=USER,
+            application_id=7,
+            interaction_token="token",
+            token_expires_at=now + TOKEN_LIFETIME,
+        )
+        outcome = await self.admission.admit(
+            Ticket(origin, Generation(prompt="a lighthouse", images=IMAGES))
+        )
+        assert isinstance(outcome, Admitted), outcome
+        self.runner.enqueue(outcome.job)
+        return outcome.job
+
+    async def job(self, job_id: str) -> Job:
+        job = await self.store.get(job_id)
+        assert job is not None
+        return job
+
+    async def balance(self) -> ledger.Balance:
+        return await ledger.balance(self.db)
+
+    async def ended(self, job_id: str) -> Job:
+        """The job once the runner has nothing left to do."""
+        await self.runner.wait_idle()
+        return await self.job(job_id)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    clock = FakeClock()
+    db = await open_database(f"sqlite:///{tmp_path}/bot.db")
+    async with db.transaction() as conn:
+        await ledger.ensure_account(conn, CREDIT, clock())
+        for limit, value in [
+            (LimitField.CONCURRENT_JOBS, 20),
+            (LimitField.COOLDOWN_SECONDS, 0),
+            (LimitField.IMAGES_PER_HOUR, 1000),
+            (LimitField.IMAGES_PER_DAY, 1000),
+        ]:
+            await set_rule(conn, GUILD, Rule(ScopeKind.GUILD, GUILD, limit, value))
+    store = JobStore(db, clock, "process-under-test")
+    backend, reporter = ScriptedBackend(), RecordingReporter()
+    runner = JobRunner(
+        db,
+        store,
+        backend,
+        reporter,
+        clock,
+        sources=NoSources(),
+        intake=Intake(db, clock, store.owner),
+        max_in_flight=4,
+    )
+    admission = Admission(db, store, clock, max_queue_length=100, max_jobs_in_flight=4)
+    await runner.start()
+    yield World(db, clock, store, admission, backend, reporter, runner)
+    await runner.stop()
+    await db.close()
+
+
+def failure_kinds(reporter: RecordingReporter) -> list[FailureKind]:
+    return [failure.kind for _, failure in reporter.failures]
+
+
+async def assert_settled(world: World, job: Job, *, spent: bool) -> None:
+    """The job's credit committed (`spent`) or released, once, and nothing left reserved."""
+    assert job.charge is (Charge.COMMITTED if spent else Charge.RELEASED)
+    balance = await world.balance()
+    assert (balance.spent, balance.reserved) == (IMAGES if spent else 0, 0)
+
+
+# -- the transitions -------------------------------------------------------------------------
+
+
+async def test_a_job_goes_queued_then_submitted_then_done_and_is_charged_once(world):
+    finish = asyncio.Event()
+    world.backend.plans.append(Plan(finish=finish))
+
+    job = await world.admit()
+    assert job.state is JobState.QUEUED and job.charge is Charge.RESERVED
+    assert (await world.balance()).reserved == IMAGES
+
+    await world.backend.following.until(lambda: bool(world.backend.followed))
+    at_backend = await world.job(job.id)
+    assert at_backend.state is JobState.SUBMITTED
+    assert at_backend.task_id == world.backend.submitted[0]
+    assert (await world.balance()).reserved == IMAGES  # not charged before the end
+
+    finish.set()
+    done = await world.ended(job.id)
+    assert done.state is JobState.DONE and done.message_id == 1001
+    assert [(d.id, n) for d, n in world.reporter.deliveries] == [(job.id, IMAGES)]
+    assert world.reporter.failures == []
+    await assert_settled(world, done, spent=True)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "spent"),
+    [
+        (OptionRefused("steps too high", option="steps"), FailureKind.INVALID_OPTION, False),
+        (CredentialsRefused("key refused"), FailureKind.BAD_KEY, False),
+        (OutOfCredit("balance too low"), FailureKind.OUT_OF_CREDIT, False),
+        (Unavailable("no server up"), FailureKind.UNAVAILABLE, False),
+        (SubmitUncertain("connection reset after sending"), FailureKind.UNCERTAIN, True),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BackendError) else None,
+)
+async def test_an_error_on_submit_fails_the_job_with_its_kind_and_charge(world, error, kind, spent):
+    world.backend.plans.append(Plan(on_submit=error))
+
+    job = await world.admit()
+    failed = await world.ended(job.id)
+
+    assert failed.state is JobState.FAILED and failed.failure == kind.value
+    assert failure_kinds(world.reporter) == [kind]
+    assert world.reporter.deliveries == [] and world.backend.submits == 1
+    await assert_settled(world, failed, spent=spent)
+
+
+async def test_out_of_credit_on_submit_also_pauses_generation_for_everyone(world):
+    world.backend.plans.append(Plan(on_submit=OutOfCredit("balance too low")))
+
+    await world.ended((await world.admit()).id)
+
+    assert world.reporter.paused == ["balance too low"]
+    assert (await world.balance()).paused_reason == "balance too low"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "spent"),
+    [
+        (TaskFailed("task failed", reason="NSFW"), FailureKind.TASK_FAILED, False),
+        (TaskTimedOut("the server gave up", by_server=True), FailureKind.TIMED_OUT, False),
+        (TaskLost("unknown task"), FailureKind.TASK_LOST, False),
+        (TaskLost("reply lost after billing", spent=True), FailureKind.TASK_LOST, True),
+        (Unavailable("the server went away"), FailureKind.UNAVAILABLE, False),
+    ],
+    ids=["TaskFailed", "TaskTimedOut-by-server", "TaskLost", "TaskLost-spent", "Unavailable"],
+)
+async def test_an_error_while_following_fails_the_job_with_its_kind_and_charge(
+    world, error, kind, spent
+):
+    world.backend.plans.append(Plan(on_follow=error))
+
+    job = await world.admit()
+    failed = await world.ended(job.id)
+
+    assert failed.state is JobState.FAILED and failed.failure == kind.value
+    assert failed.task_id == world.backend.submitted[0]
+    assert failure_kinds(world.reporter) == [kind]
+    assert world.reporter.deliveries == []
+    await assert_settled(world, failed, spent=spent)
+
+
+async def test_success_with_no_image_is_a_download_failure_counted_as_spent(world):
+    world.backend.plans.append(Plan(images=0))
+
+    failed = await world.ended((await world.admit()).id)
+
+    assert failed.state is JobState.FAILED
+    assert failure_kinds(world.reporter) == [FailureKind.DOWNLOAD_FAILED]
+    await assert_settled(world, failed, spent=True)
+
+
+async def test_not_accepted_puts_the_job_back_in_line_then_it_is_done(world):
+    world.backend.plans.append(Plan(on_submit=NotAccepted("rate limited", retry_after=0.2)))
+
+    job = await world.admit()
+    await world.reporter.changed.until(lambda: bool(world.reporter.deliveries))
+    done = await world.ended(job.id)
+
+    assert world.backend.submits == 2  # refused once, taken the second time
+    assert done.state is JobState.DONE and world.reporter.failures == []
+    assert [d.id for d, _ in world.reporter.deliveries] == [job.id]
+    await assert_settled(world, done, spent=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="runner bug: `_run` enters `_ending_badly` with the job as queued, so on "
+    "TaskTimedOut(by_server=False) `_spawn_late` gets a job without its task_id and the late "
+    "look crashes on `assert job.task_id is not None`; only a resumed job is delivered late",
+)
+async def test_the_bot_stopping_waiting_fails_the_job_as_spent_then_delivers_it_late(world):
+    finish = asyncio.Event()
+    world.backend.plans.append(
+        Plan(on_follow=TaskTimedOut("waited too long", by_server=False), finish=finish)
+    )
+
+    job = await world.admit()
+    await world.reporter.changed.until(lambda: bool(world.reporter.failures))
+    failed = await world.job(job.id)
+    assert failed.state is JobState.FAILED
+    assert failure_kinds(world.reporter) == [FailureKind.STOPPED_WAITING]
+    await assert_settled(world, failed, spent=True)  # the backend may still bill it
+
+    finish.set()  # the task finishes at the backend after all
+    late = await world.ended(job.id)
+
+    assert late.state is JobState.DONE
+    assert [(d.id, n) for d, n in world.reporter.deliveries] == [(job.id, IMAGES)]
+    assert world.backend.submits == 1  # looked at again, never resubmitted
+    await assert_settled(world, late, spent=True)  # still charged once
+
+
+async def test_a_crash_in_the_reporter_fails_the_job_instead_of_leaving_it_stuck(world):
+    world.reporter.crash_on_deliver = True
+
+    job = await world.admit()
+    failed = await world.ended(job.id)
+
+    assert failed.state is JobState.FAILED and failed.failure == FailureKind.INTERNAL.value
+    assert failure_kinds(world.reporter) == [FailureKind.INTERNAL]
+    assert failed.charge is not Charge.RESERVED
+    assert (await world.balance()).reserved == 0
+    assert await world.store.unfinished() == []

@@ -21,6 +21,15 @@ async def settled(harness) -> ledger.Balance:
     return balance
 
 
+async def commands_handled(timeout: float = 10.0) -> None:
+    """Wait until the bot has finished handling every command it was sent: discord.py runs
+    each in a task of its own, named "CommandTree-invoker" (none left: all handled)."""
+    handling = [t for t in asyncio.all_tasks() if t.get_name() == "CommandTree-invoker"]
+    if handling:
+        _, pending = await asyncio.wait(handling, timeout=timeout)
+        assert not pending, f"still handling a command after {timeout} s"
+
+
 async def run_with(harness, *faults: Fault, **options):
     for fault in faults:
         harness.emulator.faults.add(fault)
@@ -100,9 +109,10 @@ async def test_an_acknowledgement_too_late_reserves_nothing(harness):
     harness.fake.ack_deadline = 0.0
     record = await harness.imagine()
     await harness.fake.wait_for(lambda: 10062 in record.errors)
-    await asyncio.sleep(0.3)  # give a broken bot the chance to start a job anyway
-    assert harness.emulator.stats.tasks_created == 0
+    await commands_handled()  # a broken bot would have admitted a job by now, and queued it
     balance = await settled(harness)
+    assert await harness.bot.services.db.fetchval("SELECT COUNT(*) FROM jobs") == 0
+    assert harness.emulator.stats.tasks_created == 0
     assert balance.spent == 0
 
 

@@ -216,14 +216,18 @@ async def test_a_missing_postgresql_database_is_a_storage_error_without_the_pass
 async def test_a_connection_lost_mid_transaction_is_a_storage_error_then_recovers(pg_url, tmp_path):
     db = await open_database(pg_url, migrations_dir=write_migrations(tmp_path / "m", ACCOUNT))
     admin = await asyncpg.connect(pg_url)
+    goodbye = asyncio.Event()
     with pytest.raises(StorageError, match="unavailable"):
         async with db.transaction() as conn:
             await conn.execute("UPDATE account SET used = 1")
+            # asyncpg calls its termination listeners once the server's goodbye is read.
+            conn._conn.add_termination_listener(lambda _closed: goodbye.set())
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            await asyncio.sleep(0.2)  # the server's goodbye reaches the client
+            async with asyncio.timeout(10):
+                await goodbye.wait()
             await conn.execute("UPDATE account SET used = 2")
     await admin.close()
     assert await db.fetchval("SELECT used FROM account") == 0

@@ -1,0 +1,1 @@
+"""What the bot keeps per member, apart from their jobs: their `/imagine` defaults."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import discord
@@ -14,9 +15,12 @@ from cogs.utils import embeds, wording
 from cogs.utils.buttons import GALLERY_BUTTONS, bind_gallery_buttons, vote_view
 from cogs.utils.checks import require_moderator
 from cogs.utils.guards import known_guild
+from cogs.utils.messages import delete_messages
 from cogs.utils.replies import answer
+from cogs.utils.uploads import Upload, batches
 from jobs.model import Job
-from sharing.gallery import Destination, ShareRefusal
+from sharing.gallery import Destination, Posted, ShareRefusal
+from sharing.store import Post
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -59,24 +63,41 @@ class Gallery(commands.Cog):
         await interaction.response.send_message(f"✅ {wording.describe(change)}", ephemeral=True)
 
     @gallery.command(name="top", description="The most voted shared images")
-    @app_commands.describe(period="Over which period (default: week)")
+    @app_commands.describe(period="Over which period (default: week)", page="Page number")
     async def gallery_top(
-        self, interaction: discord.Interaction, period: Literal["day", "week", "all"] = "week"
+        self,
+        interaction: discord.Interaction,
+        period: Literal["day", "week", "all"] = "week",
+        page: app_commands.Range[int, 1, 1000] = 1,
     ) -> None:
-        posts = await self.services.gallery.top(interaction.guild_id or 0, period)
-        if not posts:
-            await interaction.response.send_message(
-                "No shared images with votes in that period yet.", ephemeral=True
-            )
+        top = await self.services.gallery.top(interaction.guild_id or 0, period, page)
+        if not top.posts:
+            await interaction.response.send_message(wording.GALLERY_TOP_EMPTY, ephemeral=True)
             return
-        guild_id = interaction.guild_id
-        lines = [
-            f"**{rank}.** ⭐ {post.votes} · "
-            f"https://discord.com/channels/{guild_id}/{post.channel_id}/{post.message_id}"
-            for rank, post in enumerate(posts, start=1)
+        guild_id = interaction.guild_id or 0
+        entries = [
+            await self._top_embed(guild_id, rank, post)
+            for rank, post in enumerate(top.posts, start=top.first_rank)
         ]
-        embed = discord.Embed(title=f"Top images ({period})", description="\n".join(lines))
-        await interaction.response.send_message(embed=embed)
+        await interaction.response.send_message(
+            wording.gallery_top_heading(period, top.page, top.pages, top.total),
+            embeds=entries,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    async def _top_embed(self, guild_id: int, rank: int, post: Post) -> discord.Embed:
+        """One entry of `/gallery top`: its prompt, author, votes, link and first image."""
+        job = await self.services.jobs.get(post.job_id)
+        prompt = job.request.prompt if job is not None else ""
+        shown = embeds.truncate(prompt, 200) if prompt else wording.GALLERY_PROMPT_ERASED
+        jump = f"https://discord.com/channels/{guild_id}/{post.channel_id}/{post.message_id}"
+        embed = discord.Embed(
+            description=wording.gallery_top_entry(rank, post.votes, shown, post.shared_by, jump),
+            colour=embeds.COLOUR_DONE,
+        )
+        if post.image_url:
+            embed.set_image(url=post.image_url)
+        return embed
 
     # -- buttons ---------------------------------------------------------------------------
 
@@ -95,25 +116,28 @@ class Gallery(commands.Cog):
         job = await self.job_for(interaction, job_id)
         if job is None:
             return
-        claim = await self.services.gallery.claim(job, interaction.user.id, self._find_gallery)
+        gallery = self.services.gallery
+        claim = await gallery.claim(job, interaction.user.id, self._find_gallery)
         if isinstance(claim, ShareRefusal):
             await interaction.response.send_message(
                 wording.share_refusal_text(claim), ephemeral=True
             )
             return
+        await interaction.response.defer(ephemeral=True, thinking=True)
 
-        async def post(channel: discord.TextChannel) -> int:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            message = await self._post_to_gallery(channel, job, interaction.message)
-            return message.id
+        async def post(channel: discord.TextChannel) -> Posted:
+            return await self._post_to_gallery(channel, job)
 
         try:
-            await self.services.gallery.publish(claim, post)
+            outcome = await gallery.publish(claim, post, self._unpost)
         except discord.HTTPException as error:
             log.warning("gallery post for %s failed: %s", job.id, error)
             await answer(interaction, wording.SHARE_POST_FAILED)
             return
-        await interaction.followup.send(f"📣 Shared to {claim.channel.mention}!")
+        if isinstance(outcome, ShareRefusal):
+            await interaction.followup.send(wording.share_refusal_text(outcome), ephemeral=True)
+            return
+        await interaction.followup.send(wording.shared_to(claim.channel.mention), ephemeral=True)
 
     def _find_gallery(self, channel_id: int) -> Destination[discord.TextChannel] | None:
         """The gallery channel as Discord has it now (None: deleted, or out of reach)."""
@@ -122,47 +146,75 @@ class Gallery(commands.Cog):
             return None
         return Destination(channel, age_restricted=channel.is_nsfw())
 
-    async def _post_to_gallery(
-        self, channel: discord.TextChannel, job: Job, original: discord.Message | None
-    ) -> discord.Message:
-        files = []
-        if original is not None:
-            for attachment in original.attachments:
-                data = await attachment.read()
-                files.append(discord.File(io.BytesIO(data), filename=attachment.filename))
+    async def _images_of(self, job: Job) -> list[Upload]:
+        """Every image the job posted, read from the messages the database says it posted
+        (the first and each follow-up, fetched by id; never the clicked message)."""
+        source = self.bot.get_partial_messageable(job.origin.channel_id)
+        images: list[Upload] = []
+        for message_id in (job.message_id, *job.followup_message_ids):
+            if message_id is None:
+                continue
+            try:
+                message = await source.fetch_message(message_id)
+            except discord.NotFound:
+                continue
+            for attachment in message.attachments:
+                images.append(Upload(attachment.filename, await attachment.read()))
+        return images
+
+    async def _post_to_gallery(self, channel: discord.TextChannel, job: Job) -> Posted:
+        """Post the job's images: the first message has the embed and the Vote button, and
+        images that do not fit it (10 files, the upload limit) follow in more messages. If
+        one is refused, those already posted are taken down and the error goes on."""
+        images = await self._images_of(job)
+        if not images:
+            return Posted(())
         embed = discord.Embed(
             description=embeds.truncate(f"**{job.request.prompt}**", 2000),
             colour=embeds.COLOUR_DONE,
         )
-        embed.add_field(name="By", value=f"<@{job.origin.user_id}>")
-        if original is not None:
-            embed.add_field(name="Original", value=f"[jump to it]({original.jump_url})")
-        if files:
-            embed.set_image(url=f"attachment://{files[0].filename}")
-        return await channel.send(
-            embed=embed,
-            files=files,
-            view=vote_view(job.id, 0),
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        embed.add_field(name=wording.GALLERY_BY, value=f"<@{job.origin.user_id}>")
+        if job.message_id is not None:
+            original = (
+                f"https://discord.com/channels/{job.origin.guild_id}/"
+                f"{job.origin.channel_id}/{job.message_id}"
+            )
+            embed.add_field(
+                name=wording.GALLERY_ORIGINAL, value=f"[{wording.GALLERY_JUMP}]({original})"
+            )
+        embed.set_image(url=f"attachment://{images[0].filename}")
+        limit = min(job.origin.upload_limit, channel.guild.filesize_limit)
+        posted: list[discord.Message] = []
+        try:
+            for number, group in enumerate(batches(images, limit)):
+                files = [discord.File(io.BytesIO(u.data), filename=u.filename) for u in group]
+                if number == 0:
+                    message = await channel.send(
+                        embed=embed,
+                        files=files,
+                        view=vote_view(job.id, 0),
+                        allowed_mentions=discord.AllowedMentions.none(),
+                    )
+                else:
+                    message = await channel.send(files=files)
+                posted.append(message)
+        except discord.HTTPException:
+            await self._unpost(channel, [m.id for m in posted])
+            raise
+        first = posted[0].attachments
+        return Posted(tuple(m.id for m in posted), first[0].url if first else None)
+
+    async def _unpost(self, channel: discord.TextChannel, message_ids: Sequence[int]) -> None:
+        await delete_messages(self.bot, channel.id, message_ids)
 
     async def on_vote(self, interaction: discord.Interaction, job_id: str) -> None:
-        if interaction.user.id == (await self._author_of(job_id)):
+        outcome = await self.services.gallery.vote(job_id, interaction.user.id)
+        if outcome.refusal is not None:
             await interaction.response.send_message(
-                "You can't vote for your own images.", ephemeral=True
+                wording.vote_refusal_text(outcome), ephemeral=True
             )
             return
-        added, total = await self.services.gallery.vote(job_id, interaction.user.id)
-        if not added:
-            await interaction.response.send_message(
-                f"You've already voted for this one (⭐ {total}).", ephemeral=True
-            )
-            return
-        await interaction.response.edit_message(view=vote_view(job_id, total))
-
-    async def _author_of(self, job_id: str) -> int | None:
-        job = await self.services.jobs.get(job_id)
-        return job.origin.user_id if job else None
+        await interaction.response.edit_message(view=vote_view(job_id, outcome.total))
 
 
 async def setup(bot: ImagineBot) -> None:

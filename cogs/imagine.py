@@ -316,8 +316,8 @@ class Imagine(commands.Cog):
         posted = [i for i in (job.message_id, *job.followup_message_ids) if i is not None]
         await delete_messages(self.bot, job.origin.channel_id, posted)
         post = await self.services.gallery.remove(job.id)
-        if post is not None and post.message_id is not None:
-            await delete_messages(self.bot, post.channel_id, [post.message_id])
+        if post is not None:  # every message of a post split over several
+            await delete_messages(self.bot, post.channel_id, post.message_ids)
 
 
 def can_delete(interaction: discord.Interaction, job: Job) -> bool:

@@ -5,21 +5,27 @@ Sharing is three steps, in this order, so that nothing is held that will not be 
    is *now* (a channel deleted in Discord is refused here, before anything is written), and
    only then claims the job's single post in the database, so two clicks of Share (or two
    processes) cannot post it twice;
-2. `publish` posts through the caller and records the message; if posting fails the claim
-   is given back, so the member can simply try again;
+2. `publish` posts through the caller and records the messages; if posting fails the claim
+   is given back, so the member can simply try again. Once posted it checks again, in the
+   database, that the claim still stands and the job was not deleted meanwhile (a Delete
+   pressed while the post was being made): if not, what was just posted is taken down, so a
+   Share racing a Delete never leaves an orphan gallery post;
 3. a claim whose process died between the two is taken over after `ABANDONED_CLAIM_AFTER`.
-Refusals are codes (`ShareRefusal`); the sentences are the presentation layer's.
+Votes count once per member, only on a posted gallery post, never the author's own.
+Refusals are codes (`ShareRefusal`, `VoteRefusal`); the sentences are the presentation
+layer's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
 from clock import Clock
 from jobs.model import Job
+from jobs.store import JobStore
 from quota.changes import ChannelSet
 from quota.guild_settings import GuildChannel
 from quota.moderation import Moderation
@@ -28,6 +34,7 @@ from sharing.store import Post
 from storage import Database
 
 PERIODS = {"day": 86_400.0, "week": 7 * 86_400.0, "all": None}
+TOP_PAGE = 10  # entries per page of `/gallery top` (Discord shows at most 10 embeds a message)
 
 # Longer than any real post takes (reading and uploading a few images), so a live post is
 # never taken over; short enough that a crash does not block sharing for long.
@@ -44,6 +51,40 @@ class ShareRefusal(StrEnum):
     ALREADY_SHARED = "already_shared"  # posted, or being posted right now
     NOT_YOURS = "not_yours"
     AGE_RESTRICTED = "age_restricted"  # made in an age-restricted channel, gallery is not
+    IMAGES_GONE = "images_gone"  # the job's messages no longer hold any image
+
+
+class VoteRefusal(StrEnum):
+    NOT_SHARED = "not_shared"  # no gallery post (never shared, or deleted since)
+    OWN_IMAGES = "own_images"
+    ALREADY_VOTED = "already_voted"
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    total: int  # the post's votes after this one
+    refusal: VoteRefusal | None = None
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What the caller posted to the gallery: its messages, first one first (the one with
+    the Vote button), and the first image's address as the platform stores it."""
+
+    message_ids: tuple[int, ...]
+    image_url: str | None = None
+
+
+@dataclass(frozen=True)
+class TopPage:
+    posts: list[Post]
+    page: int  # from 1, within 1..pages
+    pages: int
+    total: int
+
+    @property
+    def first_rank(self) -> int:
+        return (self.page - 1) * TOP_PAGE + 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +102,7 @@ class Claim(Generic[C]):
 
     job_id: str
     destination: Destination[C]
+    claimed_at: float  # identifies this claim (a claim taken over has another time)
 
     @property
     def channel(self) -> C:
@@ -72,6 +114,7 @@ class Gallery:
         self._db = db
         self._clock = clock
         self._moderation = moderation
+        self._jobs = JobStore(db, clock)  # read only: to see whether a job was deleted
 
     async def set_channel(self, guild_id: int, actor_id: int, channel_id: int) -> ChannelSet:
         return await self._moderation.set_channel(
@@ -113,18 +156,43 @@ class Gallery:
         )
         if not claimed:
             return ShareRefusal.ALREADY_SHARED
-        return Claim(job.id, destination)
+        return Claim(job.id, destination, now)
 
-    async def publish(self, claim: Claim[C], post: Callable[[C], Awaitable[int]]) -> int:
-        """Post through `post` (which returns the message id) and record it. If posting
-        raises, the claim is given back and the error goes on to the caller."""
+    async def publish(
+        self,
+        claim: Claim[C],
+        post: Callable[[C], Awaitable[Posted]],
+        unpost: Callable[[C, Sequence[int]], Awaitable[None]],
+    ) -> Posted | ShareRefusal:
+        """Post through `post` and record what it posted. If posting raises, the claim is
+        given back and the error goes on to the caller. If the job was deleted (or the claim
+        lost) while posting, what was posted is taken down through `unpost` and the share is
+        refused."""
         try:
-            message_id = await post(claim.channel)
+            posted = await post(claim.channel)
         except Exception:
             await store.release(self._db, claim.job_id)
             raise
-        await store.mark_posted(self._db, claim.job_id, message_id)
-        return message_id
+        if not posted.message_ids:
+            await store.release(self._db, claim.job_id)
+            return ShareRefusal.IMAGES_GONE
+        recorded = await store.mark_posted(
+            self._db, claim.job_id, claim.claimed_at, posted.message_ids, posted.image_url
+        )
+        # Checked after recording: a Delete that removed the gallery post before this
+        # record finds the claim gone (not recorded); one after it finds the post and takes
+        # it down itself; either way the job reads as deleted here from then on.
+        deleted = await self._job_deleted(claim.job_id)
+        if recorded and not deleted:
+            return posted
+        if recorded:
+            await self.remove(claim.job_id)
+        await unpost(claim.channel, posted.message_ids)
+        return ShareRefusal.DELETED if deleted else ShareRefusal.ALREADY_SHARED  # taken over
+
+    async def _job_deleted(self, job_id: str) -> bool:
+        job = await self._jobs.get(job_id)
+        return job is None or job.deleted_at is not None
 
     async def post_for(self, job_id: str) -> Post | None:
         return await store.post_for(self._db, job_id)
@@ -137,12 +205,28 @@ class Gallery:
                 await store.remove(conn, job_id)
         return post
 
-    async def vote(self, job_id: str, user_id: int) -> tuple[bool, int]:
-        """Count one vote per member; returns (whether this vote was new, the total)."""
-        added = await store.add_vote(self._db, job_id, user_id, self._clock())
-        return added, await store.votes(self._db, job_id)
+    async def vote(self, job_id: str, voter_id: int) -> VoteOutcome:
+        """Count one vote per member on a posted gallery post, never the author's own."""
+        post = await store.post_for(self._db, job_id)
+        if post is None or post.message_id is None:
+            return VoteOutcome(0, VoteRefusal.NOT_SHARED)
+        if voter_id == post.shared_by:
+            return VoteOutcome(post.votes, VoteRefusal.OWN_IMAGES)
+        added = await store.add_vote(self._db, job_id, voter_id, self._clock())
+        total = await store.votes(self._db, job_id)
+        if added:
+            return VoteOutcome(total)
+        if await store.post_for(self._db, job_id) is None:  # removed since the look-up
+            return VoteOutcome(0, VoteRefusal.NOT_SHARED)
+        return VoteOutcome(total, VoteRefusal.ALREADY_VOTED)
 
-    async def top(self, guild_id: int, period: str, limit: int = 10) -> list[Post]:
+    async def top(self, guild_id: int, period: str, page: int = 1) -> TopPage:
+        """One page of the server's most voted posts over `period` (a key of PERIODS); a
+        page past the end shows the last one."""
         window = PERIODS[period]
         since = self._clock() - window if window else 0.0
-        return await store.top(self._db, guild_id, since, limit)
+        total = await store.count_posted(self._db, guild_id, since)
+        pages = max(1, -(-total // TOP_PAGE))
+        page = min(max(page, 1), pages)
+        posts = await store.top(self._db, guild_id, since, TOP_PAGE, (page - 1) * TOP_PAGE)
+        return TopPage(posts, page, pages, total)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from PIL import Image, ImageStat
 
+from cogs.utils.buttons import vote_view
 from quota import ledger
+from sharing.gallery import TOP_PAGE
+from tests.fakes.discord import Channel
 from tests.harness import image_bytes, one_image_per_message
 
 
@@ -218,3 +222,232 @@ async def test_sharing_buttons_work_after_a_restart(harness):
     await harness.restart_bot()
     click = await share(harness, harness.world.alice, record)
     assert "Shared to" in click.said()
+
+
+# -- Share through Discord when the gallery channel is deleted (issue 12.5) ---------------------
+
+
+async def delete_channel(harness, channel: Channel) -> None:
+    """Delete `channel` in Discord: gone from the fake, and the bot told (CHANNEL_DELETE)."""
+    fake, bot = harness.fake, harness.bot
+    data = channel.to_json()
+    channel.guild.channels.remove(channel)
+    del fake.channels[channel.id]
+    told = asyncio.ensure_future(
+        bot.wait_for("guild_channel_delete", check=lambda c: c.id == channel.id, timeout=10)
+    )
+    await fake.gateway.dispatch(fake.app, "CHANNEL_DELETE", data, channel.guild.id)
+    await told
+
+
+async def create_channel(harness, name: str) -> Channel:
+    """A new text channel in the server, the bot told (CHANNEL_CREATE)."""
+    fake, bot = harness.fake, harness.bot
+    channel = fake.add_channel(harness.world.guild, name)
+    told = asyncio.ensure_future(
+        bot.wait_for("guild_channel_create", check=lambda c: c.id == channel.id, timeout=10)
+    )
+    await fake.gateway.dispatch(fake.app, "CHANNEL_CREATE", channel.to_json(), channel.guild.id)
+    await told
+    return channel
+
+
+async def test_a_deleted_gallery_channel_is_said_and_sharing_works_once_a_new_one_is_set(
+    harness,
+):
+    """The member is told, nothing is held, and Share works once a moderator sets a new
+    gallery (the claim used to be taken before the channel was looked up, and never given
+    back)."""
+    world = harness.world
+    await set_gallery(harness)
+    record = await finished_job(harness)
+    await delete_channel(harness, world.gallery)
+
+    gone = await share(harness, world.alice, record)
+
+    assert gone.latest.ephemeral
+    assert "gallery channel no longer exists" in gone.said()
+    new_gallery = await create_channel(harness, "gallery-2")
+    await set_gallery(harness, new_gallery)
+    shared = await share(harness, world.alice, record)
+    assert "Shared to" in shared.said()
+    [post] = gallery_posts(harness, new_gallery)
+    assert post.attachments
+    again = await share(harness, world.alice, record)
+    assert "already in the gallery" in again.said()
+    assert len(gallery_posts(harness, new_gallery)) == 1
+
+
+# -- /gallery top ---------------------------------------------------------------------------
+
+
+async def vote(harness, member, post):
+    click = await harness.fake.click(
+        harness.world.guild, harness.world.gallery, member, post, post.custom_ids()[0]
+    )
+    await harness.fake.wait_for(lambda: click.acknowledged)
+    return click
+
+
+async def test_gallery_top_shows_prompt_author_votes_link_and_image_of_each_entry(harness):
+    world = harness.world
+    await set_gallery(harness)
+    heron = await finished_job(harness, prompt="a heron at dawn " + "in the mist " * 30)
+    fox = await finished_job(harness, member=world.bob, prompt="a red fox in snow")
+    await share(harness, world.alice, heron)
+    await share(harness, world.bob, fox)
+    heron_post, fox_post = gallery_posts(harness)
+    await vote(harness, world.bob, heron_post)
+    await vote(harness, world.mod, heron_post)
+    await vote(harness, world.alice, fox_post)
+    await harness.fake.wait_for(lambda: "Vote (2)" in str(heron_post.components))
+
+    top = await harness.command(world.bob, "gallery top", period="day")
+    await harness.answered(top)
+
+    assert not top.latest.ephemeral and "page 1 of 1" in top.latest.content
+    first, second = top.latest.embeds
+    assert first["description"].startswith("**1.** ⭐ 2 · a heron at dawn")
+    assert len(first["description"]) < 400  # the long prompt is shortened
+    assert f"<@{world.alice.id}>" in first["description"]
+    jump = f"/channels/{world.guild.id}/{world.gallery.id}/{heron_post.id}"
+    assert jump in first["description"]
+    assert first["image"]["url"] == heron_post.attachments[0].url
+    assert second["description"].startswith("**2.** ⭐ 1 · a red fox in snow")
+    assert f"<@{world.bob.id}>" in second["description"]
+    assert second["image"]["url"] == fox_post.attachments[0].url
+
+
+async def test_gallery_top_turns_pages_past_ten_entries(harness):
+    world = harness.world
+    await set_gallery(harness)
+    for number in range(TOP_PAGE + 1):
+        record = await finished_job(harness, prompt=f"picture number {number}")
+        await share(harness, world.alice, record)
+        harness.clock.advance(11)  # past the cooldown between jobs
+    first = await harness.command(world.bob, "gallery top", period="all")
+    await harness.answered(first)
+    assert len(first.latest.embeds) == TOP_PAGE
+    assert "page 1 of 2" in first.latest.content
+    second = await harness.command(world.bob, "gallery top", period="all", page=2)
+    await harness.answered(second)
+    [last] = second.latest.embeds
+    assert last["description"].startswith(f"**{TOP_PAGE + 1}.** ⭐ 0 · picture number 10")
+
+
+async def test_gallery_top_without_shared_images_says_so(harness):
+    top = await harness.command(harness.world.bob, "gallery top")
+    await harness.answered(top)
+    assert top.latest.ephemeral and "No images were shared" in top.latest.text
+
+
+# -- a result split over several messages -------------------------------------------------------
+
+
+async def test_sharing_a_result_split_over_three_messages_posts_every_image_and_delete_removes_all(
+    harness,
+):
+    world = harness.world
+    await set_gallery(harness)
+    world.guild.upload_limit = one_image_per_message("a lighthouse at dusk", 5, 3)
+    record = await harness.imagine(images=3, seed=5)
+    await harness.finished(record, timeout=30)
+    await harness.fake.wait_for(lambda: len(record.followups) == 2, timeout=30)
+    made = [image_bytes(record)[0]] + [m.attachments[0].data for m in record.followups]
+
+    click = await share(harness, world.alice, record)
+
+    assert "Shared to" in click.said()
+    posts = gallery_posts(harness)
+    assert [a.data for post in posts for a in post.attachments] == made
+    assert len(posts) == 3  # one image per message fits this server's upload limit
+    assert posts[0].custom_ids() == [
+        f"gallery:vote:{record.original.custom_ids()[0].split(':')[2]}"
+    ]
+    delete = await harness.click(world.alice, record, "delete")
+    await harness.answered(delete)
+    await harness.fake.wait_for(lambda: all(post.deleted for post in posts))
+    assert gallery_posts(harness) == []
+
+
+# -- buttons act on what the database says -------------------------------------------------------
+
+
+def job_id_of(record) -> str:
+    return record.original.custom_ids()[0].split(":")[2]
+
+
+async def test_a_vote_on_a_post_whose_job_was_deleted_is_refused_and_stores_nothing(harness):
+    world = harness.world
+    await set_gallery(harness)
+    record = await finished_job(harness)
+    await share(harness, world.alice, record)
+    [post] = gallery_posts(harness)
+    delete = await harness.click(world.alice, record, "delete")
+    await harness.answered(delete)
+    await harness.fake.wait_for(lambda: post.deleted)
+
+    late = await vote(harness, world.bob, post)  # bob's client still shows the post
+    await harness.answered(late)
+
+    assert late.latest.ephemeral and "not in the gallery" in late.said()
+    assert await harness.bot.services.gallery.post_for(job_id_of(record)) is None
+    top = await harness.command(world.bob, "gallery top", period="all")
+    await harness.answered(top)
+    assert "No images were shared" in top.latest.text
+
+
+async def test_a_forged_vote_for_a_job_never_shared_is_refused_and_stores_nothing(harness):
+    world = harness.world
+    record = await finished_job(harness)
+    job_id = job_id_of(record)
+    # A Vote button for a job nobody shared, on a message of the bot's own.
+    channel = harness.bot.get_channel(world.general.id)
+    sent = await channel.send("vote!", view=vote_view(job_id, 0))
+    forged = world.general.messages[sent.id]
+
+    click = await harness.fake.click(
+        world.guild, world.general, world.bob, forged, forged.custom_ids()[0]
+    )
+    await harness.answered(click)
+
+    assert click.latest.ephemeral and "not in the gallery" in click.said()
+    assert await harness.bot.services.gallery.post_for(job_id) is None
+    assert "Vote (1)" not in str(forged.components)
+
+
+# -- Share and Delete pressed together ---------------------------------------------------------
+
+
+async def test_share_and_delete_pressed_together_never_leave_a_gallery_post(harness):
+    world = harness.world
+    await set_gallery(harness)
+    harness.fake.upload_delay = 0.2  # a slow gallery upload: Delete lands while it is posted
+    for _ in range(4):
+        record = await finished_job(harness)
+        shared, deleted = await asyncio.gather(
+            harness.click(world.alice, record, "share"),
+            harness.click(world.alice, record, "delete"),
+        )
+        await harness.answered(shared)
+        await harness.answered(deleted)
+        assert "Deleted" in deleted.said()
+        assert "Shared to" in shared.said() or "deleted" in shared.said()
+        assert "went wrong" not in shared.said() + deleted.said()
+        await harness.fake.wait_for(lambda: gallery_posts(harness) == [])
+        assert await harness.bot.services.gallery.post_for(job_id_of(record)) is None
+        harness.clock.advance(11)
+
+
+async def test_two_deletes_at_once_give_one_deleted_and_no_error(harness):
+    world = harness.world
+    record = await finished_job(harness)
+    first, second = await asyncio.gather(
+        harness.click(world.alice, record, "delete"),
+        harness.click(world.alice, record, "delete"),
+    )
+    await harness.answered(first)
+    await harness.answered(second)
+    said = sorted([first.said(), second.said()])
+    assert sum("🗑️ Deleted." in s for s in said) == 1
+    assert sum("already deleted" in s for s in said) == 1

@@ -37,6 +37,7 @@ from jobs.requests import (
     variation,
     with_channel_rules,
 )
+from members.defaults import MemberDefaults, fill
 from storage import StorageError
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
-        if await known_guild(interaction) is None:
+        guild_id = await known_guild(interaction)
+        if guild_id is None:
             return
         options = ImagineOptions(
             prompt=prompt,
@@ -112,16 +114,31 @@ class Imagine(commands.Cog):
             images=images,
             strength=strength,
         )
+        # Options left out take the member's own defaults here (`/settings`).
+        defaults = MemberDefaults(self.services.db, self.services.clock)
+        try:
+            options = fill(options, await defaults.get(guild_id, interaction.user.id))
+        except StorageError as error:
+            log.error("storage unavailable for a new job: %s", error)
+            await answer(interaction, wording.STORAGE_UNAVAILABLE)
+            return
         capabilities = self.services.backend.capabilities
+        restricted, safety = self._channel_rules(interaction)
         try:
             # Cheap checks first: a bad option is refused before the attachment is read.
-            build_request(options, capabilities, **self._channel_rules(interaction))
+            build_request(
+                options, capabilities, age_restricted=restricted, safety_negative_prompt=safety
+            )
             init_image = None
             if image is not None:
                 init_image, fitted = await attachments.read_init_image(image, capabilities.sizes)
                 options = replace(options, size=size_label(*fitted))
             request = build_request(
-                options, capabilities, init_image=init_image, **self._channel_rules(interaction)
+                options,
+                capabilities,
+                age_restricted=restricted,
+                safety_negative_prompt=safety,
+                init_image=init_image,
             )
         except InvalidOption as error:
             await interaction.response.send_message(wording.option_error(error), ephemeral=True)
@@ -142,11 +159,15 @@ class Imagine(commands.Cog):
         matches = [s for s in offered if typed in s.lower()]
         return [app_commands.Choice(name=s, value=s) for s in matches[:25]]
 
-    def _channel_rules(self, interaction: discord.Interaction) -> dict[str, object]:
-        return {
-            "age_restricted": _age_restricted(interaction),
-            "safety_negative_prompt": self.services.settings.safety_negative_prompt,
-        }
+    def _channel_rules(self, interaction: discord.Interaction) -> tuple[bool, str]:
+        """Whether the channel is age-restricted, and the server's safety terms."""
+        return _age_restricted(interaction), self.services.settings.safety_negative_prompt
+
+    def _under_channel_rules(
+        self, interaction: discord.Interaction, request: Generation
+    ) -> Generation:
+        restricted, safety = self._channel_rules(interaction)
+        return with_channel_rules(request, age_restricted=restricted, safety_negative_prompt=safety)
 
     async def start_job(
         self,
@@ -252,7 +273,7 @@ class Imagine(commands.Cog):
     async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         job = await self.job_for(interaction, job_id)
         if job is not None:
-            request = with_channel_rules(reroll(job.request), **self._channel_rules(interaction))
+            request = self._under_channel_rules(interaction, reroll(job.request))
             await self.start_job(interaction, request, parent=job)
 
     async def on_variation(
@@ -269,9 +290,9 @@ class Imagine(commands.Cog):
         capabilities = self.services.backend.capabilities
         seeds = job.result.seeds if job.result else ()
         seed = seeds[index] if index < len(seeds) else RANDOM_SEED
-        request = with_channel_rules(
+        request = self._under_channel_rules(
+            interaction,
             variation(job.request, seed=seed, strong=strong, by_subseed=capabilities.subseed),
-            **self._channel_rules(interaction),
         )
         if capabilities.subseed:
             await self.start_job(interaction, request, parent=job)

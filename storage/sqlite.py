@@ -48,6 +48,11 @@ _UNAVAILABLE = {
 }
 
 
+def _closed(error: sqlite3.Error) -> bool:
+    """The connection was closed under us (a shutdown): the database is unavailable."""
+    return isinstance(error, sqlite3.ProgrammingError) and "closed" in str(error)
+
+
 def _primary_code(error: sqlite3.Error) -> int:
     return getattr(error, "sqlite_errorcode", 0) & 0xFF
 
@@ -83,7 +88,7 @@ class _Session:
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, _LONGEST_RETRY)
                     continue
-                if code in _UNAVAILABLE:
+                if code in _UNAVAILABLE or _closed(error):
                     raise StorageError(f"SQLite database {self._path}: {error}") from error
                 raise
 

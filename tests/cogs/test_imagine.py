@@ -249,9 +249,10 @@ async def test_a_waiting_members_reply_is_edited_only_when_their_place_changes(h
 async def test_a_database_that_cannot_be_used_ends_in_a_clear_error_not_thinking(harness):
     await harness.bot.services.db.close()
     record = await harness.imagine()
-    await harness.fake.wait_for(lambda: record.followups and record.original_deleted)
-    [said] = record.followups
-    assert said.ephemeral and "Something went wrong" in said.content
+    await harness.answered(record)
+    said = record.said()
+    assert "storage is unavailable" in said and "nothing was started or charged" in said
+    assert all(m.ephemeral for m in (record.latest, *record.followups) if m is not None)
     assert harness.emulator.stats.tasks_created == 0
 
 

@@ -23,6 +23,7 @@ from jobs.backend import (
     TaskLost,
     TaskState,
     TaskTimedOut,
+    Unavailable,
 )
 from omni import PollPolicy, RetryPolicy, rules
 from omni.emulator import Emulator, Fault
@@ -241,14 +242,23 @@ async def test_out_of_credit(emulator, session):
     assert emulator.stats.tasks_created == 0
 
 
-async def test_never_connected_is_not_accepted(session):
+async def test_never_connected_is_unavailable(session):
     async with Emulator(api_key=KEY) as emu:
         base_url = emu.base_url
     backend = OmniinferBackend(
         KEY, base_url=base_url, session=session, timeout=TIMEOUT, retry=FAST_RETRY
     )
-    with pytest.raises(NotAccepted):
+    with pytest.raises(Unavailable) as caught:
         await backend.submit(Generation(prompt="x"))
+    assert not isinstance(caught.value, SubmitUncertain)
+
+
+async def test_a_rate_limited_submit_is_not_accepted_and_waits(emulator, session):
+    emulator.faults.add(Fault("txt2img", "http_status", status=429, times=2))
+    with pytest.raises(NotAccepted) as caught:
+        await backend_for(emulator, session).submit(Generation(prompt="x"))
+    assert caught.value.retry_after and caught.value.retry_after > 0
+    assert emulator.stats.tasks_created == 0
 
 
 async def test_reply_lost_after_accepting_is_submit_uncertain(emulator, session):
@@ -258,9 +268,9 @@ async def test_reply_lost_after_accepting_is_submit_uncertain(emulator, session)
     assert emulator.stats.tasks_created == 1  # billed, and not submitted twice
 
 
-async def test_api_internal_error_on_submit_is_not_accepted(emulator, session):
+async def test_api_internal_error_on_submit_is_unavailable(emulator, session):
     emulator.faults.add(Fault("txt2img", "code", code=-1, times=2))
-    with pytest.raises(NotAccepted):
+    with pytest.raises(Unavailable):
         await backend_for(emulator, session).submit(Generation(prompt="x"))
     assert emulator.stats.tasks_created == 0
 
@@ -308,10 +318,10 @@ async def test_our_wait_running_out_is_not_the_servers_timeout(stepped, clock, s
     assert (await backend.result(handle, expected=1)).seeds == (5,)
 
 
-async def test_unknown_task_is_lost_and_spent(emulator, session):
+async def test_unknown_task_is_lost_and_not_spent(emulator, session):
     with pytest.raises(TaskLost) as caught:
         await follow_all(backend_for(emulator, session), "0" * 8 + "-0000-0000-0000-" + "0" * 12)
-    assert caught.value.spent is True
+    assert caught.value.spent is False
 
 
 async def test_key_revoked_while_following(emulator, session):

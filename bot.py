@@ -3,7 +3,12 @@
     python bot.py
 
 Reads `.env` and the environment (see `.env.example`). Exits 2 with one line per problem
-when a setting is missing or malformed.
+when a setting is missing or malformed, or when Discord refuses the bot for good (a reset
+token, too few shards, intents not allowed).
+
+Several processes may share one PostgreSQL database, each running some of the shards
+(`SHARD_COUNT`, `SHARD_IDS`) under its own `INSTANCE_ID`; see jobs.runner for how their jobs
+are kept apart and taken over.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from cogs.utils.sources import DiscordSourceImages
 from cogs.utils.tree import CommandTree
 from jobs.admission import Admission
 from jobs.intake import Intake
+from jobs.leases import Lease, default_identity
 from jobs.runner import JobRunner
 from jobs.store import JobStore
 from logs import configure_logging
@@ -43,7 +49,34 @@ log = logging.getLogger("bot")
 EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits", "cogs.gallery", "cogs.history")
 
 
-class ImagineBot(commands.Bot):
+# Gateway close codes after which reconnecting cannot help: the operator must act.
+FATAL_CLOSES = {
+    4004: "DISCORD_TOKEN was refused by Discord: reset it in the Developer Portal",
+    4010: "SHARD_IDS names a shard outside SHARD_COUNT",
+    4011: "Discord requires more shards: raise SHARD_COUNT (or unset it to use Discord's "
+    "recommendation)",
+    4012: "this discord.py speaks a gateway version Discord no longer accepts: upgrade it",
+    4013: "the bot asked for intents Discord does not know: upgrade discord.py",
+    4014: "the bot asked for privileged intents not enabled in the Developer Portal",
+}
+
+
+def identity(settings: Settings) -> str:
+    """This process's name among those sharing the database (stable across restarts)."""
+    return settings.instance_id or default_identity(settings.shard_ids)
+
+
+def shard_options(settings: Settings) -> dict[str, Any]:
+    """AutoShardedBot's options: the shards asked for, else Discord's recommended count."""
+    options: dict[str, Any] = {}
+    if settings.shard_count is not None:
+        options["shard_count"] = settings.shard_count
+    if settings.shard_ids is not None:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
+
+
+class ImagineBot(commands.AutoShardedBot):
     services: Services
 
     def __init__(
@@ -59,8 +92,9 @@ class ImagineBot(commands.Bot):
             intents=discord.Intents.default(),
             help_command=None,
             tree_cls=CommandTree,
-            **options,
+            **{**shard_options(settings), **options},
         )
+        self.identity = identity(settings)
         self.settings = settings
         self.clock = clock
         self.session: aiohttp.ClientSession | None = None
@@ -84,8 +118,8 @@ class ImagineBot(commands.Bot):
                 settings.backend,
                 built.base_url,
             )
-        store = JobStore(db, self.clock)
-        intake = Intake(db, self.clock)
+        store = JobStore(db, self.clock, self.identity)
+        intake = Intake(db, self.clock, self.identity)
         moderation = Moderation(db, self.clock)
         reporter = DiscordReporter(
             self,
@@ -102,6 +136,7 @@ class ImagineBot(commands.Bot):
             sources=DiscordSourceImages(self, store),
             intake=intake,
             max_in_flight=settings.max_jobs_in_flight,
+            lease=Lease(db, self.clock, self.identity),
         )
         admission = Admission(
             db,
@@ -165,7 +200,15 @@ class ImagineBot(commands.Bot):
         log.info("synced %d application commands", len(synced))
 
     async def on_ready(self) -> None:
-        log.info("logged in as %s (%s) in %d guild(s)", self.user, self.user.id, len(self.guilds))  # type: ignore[union-attr]
+        log.info(
+            "logged in as %s (%s) in %d guild(s); shards %s of %s; instance %s",
+            self.user,
+            self.user.id,  # type: ignore[union-attr]
+            len(self.guilds),
+            sorted(self.shards),
+            self.shard_count,
+            self.identity,
+        )
 
     async def close(self) -> None:
         """Stop taking jobs, disconnect, then release what we own. discord.py calls this
@@ -210,10 +253,15 @@ async def run(settings: Settings) -> int:
         async with bot:
             await bot.start(settings.discord_token)
     except discord.LoginFailure:
-        print(
-            "error: DISCORD_TOKEN was refused by Discord: reset it in the Developer Portal",
-            file=sys.stderr,
-        )
+        print(f"error: {FATAL_CLOSES[4004]}", file=sys.stderr)
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        print(f"error: {FATAL_CLOSES[4014]}", file=sys.stderr)
+        return 2
+    except discord.ConnectionClosed as error:
+        if error.code not in FATAL_CLOSES:
+            raise
+        print(f"error: {FATAL_CLOSES[error.code]} (gateway close {error.code})", file=sys.stderr)
         return 2
     return 0
 

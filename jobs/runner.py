@@ -3,6 +3,12 @@ resumption of whatever a previous process left unfinished.
 
 Every state change goes through the store's compare-and-set, and every ending settles the
 job's credit in the same transaction, so a job is delivered once and charged once.
+
+Several processes may share one database. Each job belongs to the process that admitted it
+(jobs.leases); only that process moves it. A process that restarts under the same identity
+resumes its own jobs at once; the jobs of a process whose lease has expired are taken over
+by a live one at its next sweep; a process stopped while others live hands its jobs to them.
+The cap on jobs at the backend is counted in the database, so it holds across processes.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from jobs.backend import (
     Reading,
     TaskState,
     TaskTimedOut,
+    Unavailable,
 )
 from jobs.failures import Failure, FailureKind, classify
 from jobs.fair_queue import FairQueue
 from jobs.intake import ABANDONED_AFTER, Intake
+from jobs.leases import RENEW_EVERY, Lease
 from jobs.model import UPSCALE_FACTOR, Charge, Job, JobKind, JobResult, JobState
 from jobs.reporting import (
     DeliveryFailed,
@@ -37,7 +45,7 @@ from jobs.reporting import (
     Stage,
     Update,
 )
-from jobs.store import JobStore
+from jobs.store import BACKEND_FULL, BackendFull, JobStore
 from quota import ledger
 from quota.store import add_grant
 from storage import Database, StorageError
@@ -53,6 +61,8 @@ LATE_WAIT = 30 * 60.0
 MAX_NOT_ACCEPTED = 30
 # Writing a job's ending is retried until it lands (a full disk, a database restart).
 SETTLE_RETRY = (0.5, 30.0)
+# While the backend is full (every process's jobs counted), look again this often.
+ROOM_POLL = 0.25
 
 
 class JobRunner:
@@ -68,6 +78,7 @@ class JobRunner:
         intake: Intake,
         max_in_flight: int,
         max_wait: float = DEFAULT_MAX_WAIT,
+        lease: Lease | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -87,18 +98,25 @@ class JobRunner:
         self._sweeper: asyncio.Task[None] | None = None
         self._accepting = False
         self._refusals: dict[str, int] = {}  # job id → submits the backend refused so far
+        self._lease = lease or Lease(db, clock, store.owner)
 
     @property
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def owner(self) -> str:
+        return self._store.owner
+
     async def start(self) -> None:
-        """Resume what the last process left, then start taking jobs."""
+        """Take the lease, resume what this process left last time, then start taking jobs
+        (and, every few seconds, the work of processes that died)."""
         started_at = self._clock()
+        await self._lease.renew()
         await self._resume()
         self._accepting = True
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
-        self._sweeper = asyncio.create_task(self._tell_lost(started_at), name="lost-requests")
+        self._sweeper = asyncio.create_task(self._sweep(started_at), name="lease-sweeper")
 
     def enqueue(self, job: Job) -> None:
         self._queue.push(job)
@@ -106,16 +124,24 @@ class JobRunner:
         self._changed.set()
 
     async def stop(self) -> None:
-        """Stop taking jobs; queued jobs wait in the database for the next start, and jobs
-        at the backend are left to be resumed (their handles are stored)."""
+        """Stop taking jobs. With another process alive, this one's jobs are handed to it
+        (queued ones at once, the rest when the lease is given up at the end); alone, queued
+        jobs wait in the database for the next start and jobs at the backend are resumed
+        then (their handles are stored)."""
         self._accepting = False
         for task in (self._dispatcher, self._sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for job in self._queue.drain():
-            self._reporter.update(job, Update(Stage.RESTARTING))
+        hand_over = await self._others_alive()
+        queued = self._queue.drain()
+        if hand_over:
+            released = await self._store.release_queued()
+            log.info("handing %d queued job(s) to the other processes", released)
+        else:
+            for job in queued:
+                self._reporter.update(job, Update(Stage.RESTARTING))
         await self._reporter.drain()
         # A submit under way is allowed to finish, so its task id is stored, not lost.
         if self._submitting:
@@ -123,6 +149,16 @@ class JobRunner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hand_over:
+            with contextlib.suppress(StorageError):
+                await self._store.release_queued()  # jobs a cancelled task had not submitted
+                await self._lease.give_up()
+
+    async def _others_alive(self) -> bool:
+        try:
+            return await self._lease.others_alive()
+        except StorageError:
+            return False
 
     async def wait_idle(self) -> None:
         """For tests and benchmarks: wait until no job is queued or running here."""
@@ -180,14 +216,26 @@ class JobRunner:
             except SourceImageMissing as error:
                 await self._fail_as_seen(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
                 return
-            submitting = asyncio.ensure_future(self._submit(job, source))
-            self._submitting.add(submitting)
-            try:
-                job = await asyncio.shield(submitting)
-            finally:
-                self._submitting.discard(submitting)
-            if job.state is JobState.SUBMITTED:
-                await self._follow(job)
+            while True:
+                submitting = asyncio.ensure_future(self._submit(job, source))
+                self._submitting.add(submitting)
+                try:
+                    outcome = await asyncio.shield(submitting)
+                finally:
+                    self._submitting.discard(submitting)
+                if not isinstance(outcome, BackendFull):
+                    break
+                await self._wait_for_room()
+            if outcome.state is JobState.SUBMITTED:
+                await self._follow(outcome)
+
+    async def _wait_for_room(self) -> None:
+        """Wait a little for a place at the backend: one of ours ending says so at once,
+        one of another process's is seen at the next look."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ROOM_POLL):
+                await self._changed.wait()
 
     @contextlib.asynccontextmanager
     async def _ending_badly(self, job: Job) -> AsyncIterator[None]:
@@ -196,18 +244,26 @@ class JobRunner:
             yield
         except TaskTimedOut as error:
             await self._fail(job, classify(error))
-            if not error.by_server:
-                self._spawn_late(job)
+            stored = await self._store.get(job.id)  # with its handle, stored at submit
+            if not error.by_server and stored is not None and stored.task_id is not None:
+                self._spawn_late(stored)
         except BackendError as error:
             await self._fail(job, classify(error))
         except Exception as error:
             log.exception("job %s crashed", job.id)
-            await self._fail(job, Failure(FailureKind.INTERNAL, type(error).__name__))
+            stored = await self._store.get(job.id)
+            if stored is not None and stored.state is JobState.DELIVERING:
+                # The backend made (and billed) the images; posting them is what failed.
+                await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, type(error).__name__))
+            else:
+                await self._fail(job, Failure(FailureKind.INTERNAL, type(error).__name__))
 
-    async def _submit(self, job: Job, source: bytes | None) -> Job:
-        moved = await self._store.advance(job, JobState.SUBMITTING)
-        if moved is None:
-            return job  # another process took it
+    async def _submit(self, job: Job, source: bytes | None) -> Job | BackendFull:
+        """Submit a queued job if there is room at the backend (BACKEND_FULL if not)."""
+        moved = await self._store.begin_submit(job, self._cap())
+        if moved is BACKEND_FULL or moved is None:
+            return moved or job  # full, or another process took it
+        assert isinstance(moved, Job)
         job = moved
         try:
             handle = await self._send(job, source)
@@ -263,7 +319,11 @@ class JobRunner:
 
     async def _deliver(self, job: Job, handle: str) -> None:
         expected = 1 if job.kind is JobKind.UPSCALE else job.request.images
-        output = await self._backend.result(handle, expected=expected)
+        try:
+            output = await self._backend.result(handle, expected=expected)
+        except Unavailable as error:
+            # The task succeeded, so it was billed: images that cannot be fetched are spent.
+            raise BadOutput(error.message) from error
         if not output.images:
             raise BadOutput("the backend reported success with no image")
         if job.state is JobState.SUBMITTED:
@@ -409,31 +469,60 @@ class JobRunner:
     # -- restart ---------------------------------------------------------------------------
 
     async def _resume(self) -> None:
-        now = self._clock()
-        for job in await self._store.unfinished():
-            match job.state:
-                case JobState.SUBMITTED | JobState.DELIVERING:
-                    log.info("resuming job %s (task %s)", job.id, job.task_id)
-                    self._spawn(self._resume_follow(job))
-                case JobState.QUEUED if job.origin.can_use_token(now):
-                    self._queue.push(job)
-                case JobState.QUEUED:
-                    await self._fail(job, Failure(FailureKind.EXPIRED))
-                case JobState.SUBMITTING:
-                    # The submit may or may not have reached the backend, and there is no way
-                    # to ask about a task without its handle: count it as spent, never resubmit.
-                    await self._fail(job, Failure(FailureKind.UNCERTAIN, "interrupted submit"))
+        """Take up this process's own unfinished jobs (from its last life)."""
+        for job in await self._store.unfinished(own=True):
+            await self._adopt(job)
         self._report_positions()
 
+    async def _take_over(self) -> None:
+        """Claim the jobs of processes whose lease has expired, each with a compare-and-set
+        on its owner and state, so two live processes never both take one."""
+        taken = 0
+        for owner, job in await self._store.orphaned():
+            if self._accepting and await self._store.claim(job, owner):
+                log.info("taking over job %s (%s) from %s", job.id, job.state.value, owner or "-")
+                await self._adopt(job)
+                taken += 1
+        if taken:
+            self._report_positions()
+            self._changed.set()
+
+    async def _adopt(self, job: Job) -> None:
+        """Carry on with a job this process now owns, from the state it was left in."""
+        now = self._clock()
+        match job.state:
+            case JobState.SUBMITTED | JobState.DELIVERING:
+                log.info("resuming job %s (task %s)", job.id, job.task_id)
+                self._spawn(self._resume_follow(job))
+            case JobState.QUEUED if job.origin.can_use_token(now):
+                self._queue.push(job)
+            case JobState.QUEUED:
+                await self._fail(job, Failure(FailureKind.EXPIRED))
+            case JobState.SUBMITTING:
+                # The submit may or may not have reached the backend, and there is no way
+                # to ask about a task without its handle: count it as spent, never resubmit.
+                await self._fail(job, Failure(FailureKind.UNCERTAIN, "interrupted submit"))
+
+    async def _sweep(self, started_at: float) -> None:
+        """Every few seconds: renew the lease, take over the jobs of dead processes, and
+        answer the requests they (or this process's last life) acknowledged and never
+        admitted."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while True:
+            try:
+                await self._lease.renew()
+                await self._take_over()
+                if loop.time() - began >= ABANDONED_AFTER:
+                    await self._tell_lost(started_at)
+            except Exception:
+                log.exception("the lease sweep failed; trying again")
+            await asyncio.sleep(RENEW_EVERY)
+
     async def _tell_lost(self, started_at: float) -> None:
-        """Once any live process has had time to admit its own requests, tell the members
-        whose requests an earlier process acknowledged and never admitted."""
-        await asyncio.sleep(ABANDONED_AFTER)
-        try:
-            lost = await self._intake.abandoned(noted_before=started_at)
-        except Exception:
-            log.exception("could not look for requests lost by the previous process")
-            return
+        lost = await self._intake.abandoned(
+            noted_before=self._clock() - ABANDONED_AFTER, started_at=started_at
+        )
         for request in lost:
             if request.token_expires_at > self._clock():
                 await self._reporter.lost(request)

@@ -46,7 +46,15 @@ from storage import Database, StorageError, app_state, open_database
 
 log = logging.getLogger("bot")
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.limits", "cogs.gallery", "cogs.history")
+EXTENSIONS = (
+    "cogs.errors",
+    "cogs.imagine",
+    "cogs.limits",
+    "cogs.gallery",
+    "cogs.history",
+    "cogs.privacy",
+    "cogs.defaults",
+)
 
 
 # Gateway close codes after which reconnecting cannot help: the operator must act.
@@ -108,6 +116,7 @@ class ImagineBot(commands.AutoShardedBot):
         if self.db is None:
             self.db = await open_database(settings.database_url)
         db = self.db
+        ledger.use_sandbox_ledger(settings.sandbox)
         async with db.transaction() as conn:
             await ledger.ensure_account(conn, settings.account_credit, self.clock())
         await self._note_credit_setting(db)
@@ -194,7 +203,7 @@ class ImagineBot(commands.AutoShardedBot):
             await self.tree.sync()  # no global commands while a dev server has them
         else:
             synced = await self.tree.sync()
-        if previous and previous != str(dev_guild or ""):
+        if previous and previous != str(dev_guild or "") and self.application_id is not None:
             await self.http.bulk_upsert_guild_commands(self.application_id, int(previous), [])
         await app_state.put(self.db, app_state.DEV_GUILD_KEY, str(dev_guild or ""))
         log.info("synced %d application commands", len(synced))
@@ -219,7 +228,10 @@ class ImagineBot(commands.AutoShardedBot):
 
     async def _close_once(self) -> None:
         if hasattr(self, "services"):
-            await self.services.runner.stop()
+            try:
+                await self.services.runner.stop()
+            except Exception:  # e.g. the database is gone: Discord must still be left
+                log.exception("the job runner did not stop cleanly")
         await super().close()
         if self.db is not None:
             await self.db.close()

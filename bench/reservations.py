@@ -20,9 +20,9 @@ from typing import Any
 
 from bench.common import finish, percentile, table
 from jobs.admission import Admission, Admitted, Ticket
+from jobs.backend import Generation
 from jobs.model import Origin
 from jobs.store import JobStore
-from jobs.backend import Generation
 from quota import ledger
 from quota.limits import LimitField, Rule, ScopeKind
 from quota.store import set_rule

@@ -77,7 +77,9 @@ class Defaults(commands.Cog):
             "images": images,
             "negative_prompt": negative_prompt,
         }
-        values = {name: value for name, value in given.items() if value is not None}
+        values: dict[str, object] = {
+            name: value for name, value in given.items() if value is not None
+        }
         if not values:
             await interaction.response.send_message(wording.DEFAULTS_NOTHING_GIVEN, ephemeral=True)
             return

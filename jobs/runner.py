@@ -93,7 +93,7 @@ class JobRunner:
         self._in_flight = 0
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._submitting: set[asyncio.Task[None]] = set()
+        self._submitting: set[asyncio.Future[Job | BackendFull]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._accepting = False

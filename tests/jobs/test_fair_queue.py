@@ -1,8 +1,8 @@
 """The fair queue serves members in turn, whatever order their jobs arrived in."""
 
+from jobs.backend import Generation
 from jobs.fair_queue import FairQueue
 from jobs.model import Charge, Job, JobKind, JobState, Origin
-from jobs.backend import Generation
 
 
 def job(user: int, n: int) -> Job:

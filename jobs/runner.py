@@ -244,14 +244,21 @@ class JobRunner:
             yield
         except TaskTimedOut as error:
             await self._fail(job, classify(error))
-            stored = await self._store.get(job.id)  # with its handle, stored at submit
+            stored = await self._stored(job.id)  # with its handle, stored at submit
             if not error.by_server and stored is not None and stored.task_id is not None:
                 self._spawn_late(stored)
         except BackendError as error:
             await self._fail(job, classify(error))
+        except StorageError as error:
+            # The database failed mid-job (a full disk, a restart): nothing is lost by
+            # waiting. Once it answers, the job carries on from the state it has stored.
+            log.error("storage fault during job %s (%s); waiting for the database", job.id, error)
+            stored = await self._stored(job.id)
+            if stored is not None and not stored.state.is_final:
+                await self._adopt(stored)
         except Exception as error:
             log.exception("job %s crashed", job.id)
-            stored = await self._store.get(job.id)
+            stored = await self._stored(job.id)
             if stored is not None and stored.state is JobState.DELIVERING:
                 # The backend made (and billed) the images; posting them is what failed.
                 await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, type(error).__name__))
@@ -396,9 +403,20 @@ class JobRunner:
         )
         log.info("job %s delivered late (task %s)", job.id, job.task_id)
 
+    async def _stored(self, job_id: str) -> Job | None:
+        """The job as stored, waiting out a storage fault (retried until it answers)."""
+        delay, longest = SETTLE_RETRY
+        while True:
+            try:
+                return await self._store.get(job_id)
+            except StorageError as error:
+                log.error("could not read job %s (%s); retrying", job_id, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+
     async def _fail(self, job: Job, failure: Failure) -> None:
         """End `job` badly from whatever state it has reached meanwhile."""
-        fresh = await self._store.get(job.id)
+        fresh = await self._stored(job.id)
         if fresh is not None and not fresh.state.is_final:
             await self._fail_as_seen(fresh, failure)
 

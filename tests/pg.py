@@ -95,6 +95,15 @@ class Cluster:
     def _start(self) -> None:
         data = str(self.dir / "data")
         self._run("initdb", "-D", data, "-U", _SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: clients see the database go away."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server on its port, with its data (after `pause`, or the first time)."""
+        data = str(self.dir / "data")
         options = " ".join(
             f"-c {setting}"
             for setting in (

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils import embeds
+from cogs.utils import embeds, wording
 from cogs.utils.guards import known_guild
 from jobs.model import Job, JobKind, JobState
 
@@ -39,7 +39,7 @@ class History(commands.Cog):
         others = user is not None and user.id != interaction.user.id
         if others and not interaction.permissions.manage_guild:
             await interaction.response.send_message(
-                "⛔ Only moderators can see another member's history.", ephemeral=True
+                wording.HISTORY_OTHERS_MODERATORS_ONLY, ephemeral=True
             )
             return
         guild_id = await known_guild(interaction)
@@ -56,8 +56,8 @@ class History(commands.Cog):
         for job in jobs:
             embed.add_field(name=_history_title(job), value=_history_line(job), inline=False)
         if not jobs:
-            embed.description = "No images yet. Try `/imagine`!"
-        embed.set_footer(text=f"Page {page} of {pages} · {total} job(s) · use page: to turn")
+            embed.description = wording.HISTORY_EMPTY
+        embed.set_footer(text=wording.history_footer(page, pages, total))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 

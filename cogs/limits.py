@@ -169,16 +169,13 @@ class Limits(commands.Cog):
             for r in await self.moderation.rules(guild_id)
             if r.scope is scope and r.scope_id == scope_id
         ]
-        lines = [f"`{r.field.value}` = {r.value}" for r in rules] or ["(no rules set here)"]
+        quota = None
         if isinstance(target, discord.Member):
             roles = {role.id for role in target.roles}
-            q = await self.moderation.quota(guild_id, target.id, roles)
-            effective = ", ".join(f"{f.value}={q.limits.value(f)}" for f in LimitField)
-            lines.append(f"Effective: {effective}")
-            lines.append(f"Used today: {q.usage.images_last_day}; granted: {q.usage.grant}")
-        title = target.mention if target else "Server defaults"
+            quota = await self.moderation.quota(guild_id, target.id, roles)
+        title = target.mention if target else None
         await interaction.response.send_message(
-            f"**{title}**\n" + "\n".join(lines),
+            wording.limits_text(title, rules, quota),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
@@ -203,7 +200,7 @@ class Limits(commands.Cog):
             scope_id = guild_id
         elif target is None or isinstance(target, discord.Role) != (scope is ScopeKind.ROLE):
             await interaction.response.send_message(
-                f"❌ **target**: give the {scope.value} this limit is for.", ephemeral=True
+                wording.limit_target_missing(scope.value), ephemeral=True
             )
             return
         else:
@@ -335,8 +332,7 @@ class Limits(commands.Cog):
     async def blocklist_list(self, interaction: discord.Interaction) -> None:
         guild_id = require_known_guild(interaction)
         words = await self.moderation.blocklist(guild_id)
-        text = ", ".join(f"`{w}`" for w in words) if words else "The blocklist is empty."
-        await interaction.response.send_message(text[:2000], ephemeral=True)
+        await interaction.response.send_message(wording.blocklist_text(words), ephemeral=True)
 
     # -- /modlog ---------------------------------------------------------------------------
 

@@ -33,8 +33,8 @@ from quota.changes import (
     WordBlocked,
     WordUnblocked,
 )
-from quota.limits import LimitField, LimitReached, OutOfRange, Quantity, ScopeKind
-from quota.moderation import BlocklistFull, CreditStatus
+from quota.limits import LimitField, LimitReached, OutOfRange, Quantity, Rule, ScopeKind
+from quota.moderation import BlocklistFull, CreditStatus, Quota
 from sharing.gallery import ShareRefusal, VoteOutcome, VoteRefusal
 
 FAILURE_TITLES: dict[FailureKind, str] = {
@@ -464,3 +464,32 @@ def member_defaults_text(defaults: dict[str, object]) -> str:
         return "You have no defaults here: `/imagine` uses its own. Set some with `/settings set`."
     lines = [f"**{name}:** {value}" for name, value in defaults.items()]
     return "Your defaults here (an option you give `/imagine` always wins):\n" + "\n".join(lines)
+
+
+# -- /limits, /blocklist and /history ---------------------------------------------------------
+
+HISTORY_OTHERS_MODERATORS_ONLY = "⛔ Only moderators can see another member's history."
+HISTORY_EMPTY = "No images yet. Try `/imagine`!"
+
+
+def history_footer(page: int, pages: int, total: int) -> str:
+    return f"Page {page} of {pages} · {total} job(s) · use page: to turn"
+
+
+def limit_target_missing(scope: str) -> str:
+    return f"❌ **target**: give the {scope} this limit is for."
+
+
+def blocklist_text(words: list[str]) -> str:
+    text = ", ".join(f"`{w}`" for w in words) if words else "The blocklist is empty."
+    return text[:2000]
+
+
+def limits_text(title: str | None, rules: list[Rule], quota: Quota | None) -> str:
+    """`/limits show`: the rules set for a scope, and a member's effective limits and use."""
+    lines = [f"`{r.field.value}` = {r.value}" for r in rules] or ["(no rules set here)"]
+    if quota is not None:
+        effective = ", ".join(f"{f.value}={quota.limits.value(f)}" for f in LimitField)
+        lines.append(f"Effective: {effective}")
+        lines.append(f"Used today: {quota.usage.images_last_day}; granted: {quota.usage.grant}")
+    return f"**{title or 'Server defaults'}**\n" + "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -36,6 +37,9 @@ class Posted:
     followup_message_ids: tuple[int, ...] = ()
 
 
+FollowupRecorder = Callable[[tuple[int, ...]], Awaitable[object]]
+
+
 class DeliveryFailed(Exception):
     """The images could not be posted anywhere the member would see them."""
 
@@ -57,8 +61,14 @@ class Reporter(Protocol):
     async def drain(self) -> None:
         """Wait for progress already scheduled to be shown (before a shutdown)."""
 
-    async def deliver(self, job: Job, images: list[bytes]) -> Posted:
-        """Post the finished images; say which messages show them."""
+    async def deliver(
+        self, job: Job, images: list[bytes], *, record: FollowupRecorder | None = None
+    ) -> Posted:
+        """Post the finished images; say which messages show them.
+
+        Follow-ups already in `job.followup_message_ids` (posted by an earlier delivery of the
+        same job) are not posted again; `record` is awaited with every follow-up id so far
+        after each one is posted, so that stays true if this delivery is cut short."""
 
     async def fail(self, job: Job, failure: Failure) -> None:
         """Tell the member how the job ended. Best effort: must not raise."""

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from clock import Clock
@@ -348,7 +349,9 @@ class JobRunner:
         )
         job = job.with_(result=result)
         try:
-            posted = await self._reporter.deliver(job, list(output.images))
+            posted = await self._reporter.deliver(
+                job, list(output.images), record=partial(self._store.record_followups, job)
+            )
         except DeliveryFailed as error:
             await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, str(error)))
             return

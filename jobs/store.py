@@ -249,6 +249,22 @@ class JobStore:
             return None
         return job.with_(state=to, **fields)
 
+    async def record_followups(self, job: Job, message_ids: tuple[int, ...]) -> bool:
+        """Store the follow-up messages a delivery has posted so far, as it posts them, so a
+        delivery taken up again (a restart, a takeover) does not post them twice. Only while
+        the job is delivering, by its owner; True when stored."""
+        return bool(
+            await self.db.execute(
+                """UPDATE jobs SET followup_message_ids = $4, updated_at = $5
+                   WHERE id = $1 AND state = $2 AND owner = $3""",
+                job.id,
+                JobState.DELIVERING.value,
+                self.owner,
+                json.dumps(list(message_ids)),
+                self.clock(),
+            )
+        )
+
     async def mark_deleted(self, job: Job) -> bool:
         """Record that the member (or a moderator) deleted the job's images, and erase its
         texts (see `erase_texts`); True once."""

@@ -23,7 +23,7 @@ from cogs.utils.uploads import Upload, batches, file_stem, fit
 from jobs.failures import Failure
 from jobs.intake import PendingRequest
 from jobs.model import Job
-from jobs.reporting import DeliveryFailed, Posted, Update
+from jobs.reporting import DeliveryFailed, FollowupRecorder, Posted, Update
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,9 @@ class DiscordReporter:
 
     # -- endings ---------------------------------------------------------------------------
 
-    async def deliver(self, job: Job, images: list[bytes]) -> Posted:
+    async def deliver(
+        self, job: Job, images: list[bytes], *, record: FollowupRecorder | None = None
+    ) -> Posted:
         await self._quiesce(job.id)
         limit = job.origin.upload_limit
         groups = batches(await fit(images, limit, stem=file_stem(job.id)), limit)
@@ -135,6 +137,15 @@ class DiscordReporter:
         mention = f"<@{job.origin.user_id}>"
         result = embeds.result_embeds(job, [u.filename for u in first], mention)
         view = self._result_view(job)
+        # A delivery taken up again posts only the follow-ups the earlier one did not.
+        done = list(job.followup_message_ids)
+        missing = groups[1 + len(done) :]
+
+        async def posted(message_id: int) -> None:
+            done.append(message_id)
+            if record is not None:
+                await record(tuple(done))
+
         try:
             if self._token_usable(job):
                 with contextlib.suppress(_TokenGone):
@@ -142,19 +153,21 @@ class DiscordReporter:
                         job, embeds=result, attachments=_files(first), view=view
                     )
                     webhook = self._webhook(job)
-                    more = [await webhook.send(files=_files(g), wait=True) for g in groups[1:]]
-                    return Posted(message.id, tuple(m.id for m in more))
+                    for group in missing:
+                        await posted((await webhook.send(files=_files(group), wait=True)).id)
+                    return Posted(message.id, tuple(done))
             channel = await self._channel(job)
             sent = await channel.send(
                 content=f"{mention}, your images are ready.",
                 embeds=result,
                 files=_files(first),
                 view=view,
-                nonce=job.id[:25],  # Discord drops a resend with the same nonce: no duplicates
+                nonce=job.id[:25],
                 allowed_mentions=discord.AllowedMentions(users=True),
             )
-            rest = [await channel.send(files=_files(group)) for group in groups[1:]]
-            return Posted(sent.id, tuple(m.id for m in rest))
+            for group in missing:
+                await posted((await channel.send(files=_files(group))).id)
+            return Posted(sent.id, tuple(done))
         except discord.HTTPException as error:
             raise DeliveryFailed(f"Discord refused the upload: {error}") from error
 

@@ -37,7 +37,7 @@ from jobs.backend import (
 from jobs.failures import Failure, FailureKind
 from jobs.intake import Intake, PendingRequest
 from jobs.model import TOKEN_LIFETIME, Charge, Job, JobState, Origin
-from jobs.reporting import Posted, SourceImageMissing, Update
+from jobs.reporting import FollowupRecorder, Posted, SourceImageMissing, Update
 from jobs.runner import JobRunner
 from jobs.store import JobStore
 from quota import ledger
@@ -166,7 +166,9 @@ class RecordingReporter:
     async def drain(self) -> None:
         pass
 
-    async def deliver(self, job: Job, images: list[bytes]) -> Posted:
+    async def deliver(
+        self, job: Job, images: list[bytes], *, record: FollowupRecorder | None = None
+    ) -> Posted:
         if self.crash_on_deliver:
             raise RuntimeError("a bug in the reporter")
         self.deliveries.append((job, len(images)))

@@ -131,6 +131,9 @@ class Imagine(commands.Cog):
             )
             init_image = None
             if image is not None:
+                # Reading and fitting a picture can take longer than Discord's 3 seconds:
+                # acknowledge first (refusals then replace the "thinking" reply).
+                await interaction.response.defer(thinking=True)
                 init_image, fitted = await attachments.read_init_image(image, capabilities.sizes)
                 options = replace(options, size=size_label(*fitted))
             request = build_request(
@@ -141,12 +144,10 @@ class Imagine(commands.Cog):
                 init_image=init_image,
             )
         except InvalidOption as error:
-            await interaction.response.send_message(wording.option_error(error), ephemeral=True)
+            await answer(interaction, wording.option_error(error))
             return
         except attachments.UnusableAttachment as error:
-            await interaction.response.send_message(
-                wording.attachment_error(error.reason), ephemeral=True
-            )
+            await answer(interaction, wording.attachment_error(error.reason))
             return
         await self.start_job(interaction, request)
 
@@ -201,7 +202,12 @@ class Imagine(commands.Cog):
         """Defer, and note the request while the deferral is on its way: Discord times the
         deferral, and the note lets the next start answer a request the bot died holding."""
         services = self.services
-        deferral = asyncio.ensure_future(interaction.response.defer(thinking=True))
+        if interaction.response.is_done():  # deferred already (an attachment was read first)
+            deferral: asyncio.Future[discord.InteractionCallbackResponse | None]
+            deferral = asyncio.get_running_loop().create_future()
+            deferral.set_result(None)
+        else:
+            deferral = asyncio.ensure_future(interaction.response.defer(thinking=True))
         try:
             await asyncio.sleep(0)  # the deferral starts first (on a warm connection, is sent)
             await services.intake.note(
@@ -272,7 +278,9 @@ class Imagine(commands.Cog):
 
     async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         job = await self.job_for(interaction, job_id)
-        if job is not None:
+        if job is not None and not job.request.prompt:  # its texts were erased (privacy)
+            await interaction.response.send_message(wording.IMAGE_UNAVAILABLE, ephemeral=True)
+        elif job is not None:
             request = self._under_channel_rules(interaction, reroll(job.request))
             await self.start_job(interaction, request, parent=job)
 
@@ -284,7 +292,8 @@ class Imagine(commands.Cog):
         job = await self.job_for(interaction, job_id)
         if job is None:
             return
-        if not job.images_posted or index >= job.request.images:
+        erased = not job.request.prompt  # /privacy forget or the retention sweep
+        if erased or not job.images_posted or index >= job.request.images:
             await interaction.response.send_message(wording.IMAGE_UNAVAILABLE, ephemeral=True)
             return
         capabilities = self.services.backend.capabilities

@@ -249,7 +249,13 @@ class JobRunner:
             if not error.by_server and stored is not None and stored.task_id is not None:
                 self._spawn_late(stored)
         except BackendError as error:
-            await self._fail(job, classify(error))
+            stored = await self._stored(job.id)
+            if stored is not None and stored.state is JobState.DELIVERING:
+                # The images were made (and billed) and partly posted; the backend's copy is
+                # gone (a restart, an expired task): what failed is the rest of the posting.
+                await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, error.message))
+            else:
+                await self._fail(job, classify(error))
         except StorageError as error:
             # The database failed mid-job (a full disk, a restart): nothing is lost by
             # waiting. Once it answers, the job carries on from the state it has stored.
@@ -285,8 +291,17 @@ class JobRunner:
             await self._fail(job, classify(error))
             return job.with_(state=JobState.FAILED)
         self._refusals.pop(job.id, None)
-        submitted = await self._store.advance(job, JobState.SUBMITTED, task_id=handle)
-        return submitted or job
+        # The backend has the task now: its handle must not be lost to a storage fault, or a
+        # billed task would never be followed. Storing it is retried until it lands.
+        delay, longest = SETTLE_RETRY
+        while True:
+            try:
+                submitted = await self._store.advance(job, JobState.SUBMITTED, task_id=handle)
+                return submitted or job
+            except StorageError as error:
+                log.error("could not store task %s of job %s (%s); retrying", handle, job.id, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
 
     async def _send(self, job: Job, source: bytes | None) -> str:
         if job.kind is JobKind.UPSCALE and source is not None:
@@ -367,10 +382,10 @@ class JobRunner:
     def _spawn_late(self, job: Job) -> None:
         """The bot stopped waiting, but the task may still finish: it has been counted as
         spent, and is looked at again, slowly, so the images are delivered late if it does."""
+        # Not counted in `_in_flight`: the job has ended, and its slot is free for others.
         task = asyncio.create_task(self._late(job), name=f"late-{job.id}")
         self._tasks.add(task)
-        self._in_flight += 1
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._tasks.discard)
 
     async def _late(self, job: Job) -> None:
         assert job.task_id is not None

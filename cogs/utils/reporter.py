@@ -20,7 +20,7 @@ from discord.utils import MISSING
 from clock import Clock
 from cogs.utils import embeds, wording
 from cogs.utils.uploads import Upload, batches, file_stem, fit
-from jobs.failures import Failure
+from jobs.failures import Failure, FailureKind
 from jobs.intake import PendingRequest
 from jobs.model import Job
 from jobs.reporting import DeliveryFailed, FollowupRecorder, Posted, Update
@@ -122,8 +122,9 @@ class DiscordReporter:
         if entry.task is not None:
             entry.task.cancel()
         if entry.in_flight is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await entry.in_flight
+            # `wait` neither raises the edit's own error nor swallows a cancel of this task
+            # (a shutdown must be able to stop a delivery waiting here).
+            await asyncio.wait([entry.in_flight])
 
     # -- endings ---------------------------------------------------------------------------
 
@@ -174,11 +175,19 @@ class DiscordReporter:
     async def fail(self, job: Job, failure: Failure) -> None:
         await self._quiesce(job.id)
         embed = embeds.failure_embed(job, failure)
+        # Images already shown stay when it is their posting that failed (they were made).
+        attachments: list[discord.File] = (
+            MISSING if failure.kind is FailureKind.DELIVERY_FAILED else []
+        )
         try:
             if self._token_usable(job):
-                with contextlib.suppress(_TokenGone):
-                    await self._edit_reply(job, embeds=[embed], attachments=[], view=None)
+                try:
+                    await self._edit_reply(job, embeds=[embed], attachments=attachments, view=None)
                     return
+                except (_TokenGone, discord.HTTPException) as error:
+                    # Whatever keeps the reply from being edited, the member is told in
+                    # the channel rather than left looking at the last progress state.
+                    log.info("could not edit the reply of failed job %s: %r", job.id, error)
             channel = await self._channel(job)
             await channel.send(
                 content=f"<@{job.origin.user_id}>",

@@ -33,15 +33,17 @@ async def test_a_picture_starts_the_job_at_the_nearest_sdxl_size_and_strength(ha
 
 async def test_an_attachment_that_is_not_a_picture_is_refused_before_anything_is_spent(harness):
     record = await harness.imagine(image=("notes.txt", b"just some text"))
-    await harness.answered(record)
-    assert record.latest.ephemeral and "**image**" in record.latest.text
-    assert "not a PNG, JPEG or WebP" in record.latest.text
+    await harness.fake.wait_for(lambda: record.followups and record.original_deleted)
+    [said] = record.followups  # after the "thinking" reply, which is removed
+    assert said.ephemeral and "**image**" in said.content
+    assert "not a PNG, JPEG or WebP" in said.content
     assert harness.emulator.stats.tasks_created == 0
     assert (await ledger.balance(harness.bot.services.db)).reserved == 0
 
 
 async def test_a_picture_over_the_pixel_cap_is_refused_without_decoding_it(harness):
     record = await harness.imagine(image=("huge.png", png(5000, 4000, (0, 0, 0))))
-    await harness.answered(record)
-    assert record.latest.ephemeral and "too many pixels" in record.latest.text
+    await harness.fake.wait_for(lambda: record.followups and record.original_deleted)
+    [said] = record.followups
+    assert said.ephemeral and "too many pixels" in said.content
     assert harness.emulator.stats.tasks_created == 0

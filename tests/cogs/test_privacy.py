@@ -119,3 +119,14 @@ async def test_the_retention_sweep_runs_at_start(harness):
     await harness.restart_bot()
     [job] = await stored_jobs(harness, harness.world.alice)
     assert_erased(job)
+
+
+async def test_reroll_or_vary_an_erased_job_is_refused_instead_of_an_empty_prompt(harness):
+    record = await finished_job(harness, images=1)
+    await forget(harness, harness.world.alice, "Confirm")
+    harness.clock.advance(3600)
+    for label in ("reroll", "variation"):
+        click = await harness.click(harness.world.alice, record, label)
+        await harness.answered(click)
+        assert "not available any more" in click.said() and click.latest.ephemeral
+    assert harness.emulator.stats.tasks_created == 1  # nothing new was submitted

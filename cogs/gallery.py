@@ -123,7 +123,11 @@ class Gallery(commands.Cog):
                 wording.share_refusal_text(claim), ephemeral=True
             )
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        except discord.HTTPException:
+            await gallery.give_back(claim)  # or every later Share would say "already shared"
+            raise
 
         async def post(channel: discord.TextChannel) -> Posted:
             return await self._post_to_gallery(channel, job)

@@ -190,6 +190,10 @@ class Gallery:
         await unpost(claim.channel, posted.message_ids)
         return ShareRefusal.DELETED if deleted else ShareRefusal.ALREADY_SHARED  # taken over
 
+    async def give_back(self, claim: Claim[C]) -> None:
+        """Release a claim that will not be published (the member could not be answered)."""
+        await store.release(self._db, claim.job_id)
+
     async def _job_deleted(self, job_id: str) -> bool:
         job = await self._jobs.get(job_id)
         return job is None or job.deleted_at is not None

@@ -9,6 +9,7 @@ when the backend spent (or may have spent) it and released when not; nothing sta
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,3 +423,16 @@ async def test_a_crash_in_the_reporter_fails_the_job_instead_of_leaving_it_stuck
     assert failed.charge is Charge.COMMITTED
     assert (await world.balance()).reserved == 0
     assert await world.store.unfinished() == []
+
+
+async def test_a_failed_job_leaves_one_log_line_with_its_ids_class_and_reason(world, caplog):
+    world.backend.plans.append(Plan(on_follow=TaskFailed("task failed", reason="NSFW")))
+    caplog.set_level(logging.WARNING, logger="jobs.runner")
+
+    job = await world.admit()
+    await world.ended(job.id)
+
+    lines = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
+    assert len(lines) == 1
+    [line] = lines
+    assert "task_failed" in line and "task-1" in line and "NSFW" in line  # the reason

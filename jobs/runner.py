@@ -29,6 +29,7 @@ from jobs.backend import (
     NotAccepted,
     OutOfCredit,
     Reading,
+    TaskLost,
     TaskState,
     TaskTimedOut,
     Unavailable,
@@ -250,9 +251,10 @@ class JobRunner:
                 self._spawn_late(stored)
         except BackendError as error:
             stored = await self._stored(job.id)
-            if stored is not None and stored.state is JobState.DELIVERING:
-                # The images were made (and billed) and partly posted; the backend's copy is
-                # gone (a restart, an expired task): what failed is the rest of the posting.
+            delivering = stored is not None and stored.state is JobState.DELIVERING
+            if delivering and not isinstance(error, TaskLost):
+                # The images were made (and billed) and perhaps partly posted; what failed is
+                # the posting. (A task the backend lost says itself whether it was billed.)
                 await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, error.message))
             else:
                 await self._fail(job, classify(error))

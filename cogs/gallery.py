@@ -56,10 +56,11 @@ class Gallery(commands.Cog):
     async def gallery_channel(
         self, interaction: discord.Interaction, channel: discord.TextChannel
     ) -> None:
+        guild_id = await known_guild(interaction)
+        if guild_id is None:
+            return
         require_moderator(interaction)
-        change = await self.services.gallery.set_channel(
-            interaction.guild_id or 0, interaction.user.id, channel.id
-        )
+        change = await self.services.gallery.set_channel(guild_id, interaction.user.id, channel.id)
         await interaction.response.send_message(f"✅ {wording.describe(change)}", ephemeral=True)
 
     @gallery.command(name="top", description="The most voted shared images")
@@ -70,11 +71,13 @@ class Gallery(commands.Cog):
         period: Literal["day", "week", "all"] = "week",
         page: app_commands.Range[int, 1, 1000] = 1,
     ) -> None:
-        top = await self.services.gallery.top(interaction.guild_id or 0, period, page)
+        guild_id = await known_guild(interaction)
+        if guild_id is None:
+            return
+        top = await self.services.gallery.top(guild_id, period, page)
         if not top.posts:
             await interaction.response.send_message(wording.GALLERY_TOP_EMPTY, ephemeral=True)
             return
-        guild_id = interaction.guild_id or 0
         entries = [
             await self._top_embed(guild_id, rank, post)
             for rank, post in enumerate(top.posts, start=top.first_rank)

@@ -167,3 +167,21 @@ async def test_reroll_pressed_from_another_server_does_not_touch_the_first_serve
     assert pressed.said() == wording.JOB_UNKNOWN  # not one of this server's jobs
     await assert_nothing_started(harness, jobs_before)
     assert harness.emulator.stats.tasks_created == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "options"), [("gallery top", {}), ("gallery channel", {"channel": "gallery"})]
+)
+async def test_gallery_commands_in_a_dm_are_refused(harness, name, options):
+    world = harness.world
+    if "channel" in options:
+        options = {"channel": world.gallery}
+    record = await dm_slash(harness, world.guild.owner, name, options)
+    await harness.answered(record)
+
+    if options:  # discord.py cannot resolve a server's channel in a DM: refused before us
+        assert record.latest is not None and record.latest.ephemeral
+        assert "not valid" in record.said()
+    else:
+        refused_as_outside_a_server(record)
+    assert await harness.bot.services.gallery.channel(world.guild.id) is None

@@ -132,9 +132,10 @@ async def test_credentials_changed_on_the_server_say_so_without_echoing_them(a11
 
 async def test_a_server_lost_mid_run_tells_the_member_and_charges_nothing(a1111_harness):
     server = a1111_harness.servers[0]
-    server.duration = 5.0
+    server.duration = 30.0  # still running when the new process looks, however slow the restart
     record = await a1111_harness.imagine()
-    await a1111_harness.fake.wait_for(lambda: server.current_task is not None)
+    async with asyncio.timeout(10):
+        await server.wait_until(lambda emulator: emulator.current_task is not None)
     await server.go_down()
     await finished(a1111_harness, record, timeout=20)
     assert "lost track" in record.latest.text and "Nothing was charged" in record.latest.text
@@ -144,14 +145,16 @@ async def test_a_server_lost_mid_run_tells_the_member_and_charges_nothing(a1111_
 
 async def test_a_restart_mid_job_tells_the_member_and_does_not_count(a1111_harness):
     server = a1111_harness.servers[0]
-    server.duration = 5.0
+    server.duration = 30.0  # still running when the new process looks, however slow the restart
     record = await a1111_harness.imagine()
-    await a1111_harness.fake.wait_for(lambda: server.current_task is not None)
+    async with asyncio.timeout(10):
+        await server.wait_until(lambda emulator: emulator.current_task is not None)
     await a1111_harness.restart_bot()
     await finished(a1111_harness, record, timeout=20)
     assert "lost track" in record.latest.text and "Nothing was charged" in record.latest.text
     assert not record.latest.attachments
-    await a1111_harness.fake.wait_for(lambda: server.stats.jobs_interrupted == 1)
+    async with asyncio.timeout(10):  # the server's own event: the orphan job is stopped
+        await server.wait_until(lambda emulator: emulator.stats.jobs_interrupted == 1)
     assert "40 of 40" in await quota_text(a1111_harness, a1111_harness.world.alice)
     await settled(a1111_harness)
     assert await job_states(a1111_harness) == [("failed", "released")]

@@ -35,6 +35,7 @@ from omni.models import (
 )
 from omni.polling import PollPolicy
 from omni.retry import RetryPolicy
+from omni.session import SessionHolder
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 DEFAULT_MAX_WAIT = 600.0
 
 
-class OmniClient:
+class OmniClient(SessionHolder):
     """Talks to Omniinfer. Knows nothing of Discord; safe to share between many jobs.
 
     Pass `session` to share the process's aiohttp session (the client then leaves closing it
@@ -65,8 +66,7 @@ class OmniClient:
             raise AuthenticationError("no API key given (set OMNI_API_KEY)")
         self._headers = {"X-Omni-Key": api_key, "Accept": "application/json"}
         self.base_url = base_url.rstrip("/")
-        self._session = session
-        self._owns_session = session is None
+        self._hold(session)
         self._timeout = timeout
         self._retry = retry
         self._poll = poll
@@ -74,23 +74,6 @@ class OmniClient:
 
     def __repr__(self) -> str:  # the key must not leak through a repr in a log line
         return f"OmniClient(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> OmniClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
 
     # -- the API -----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from omni.errors import (
     TransientError,
 )
 from omni.retry import RetryPolicy
+from omni.session import SessionHolder
 from omni.v3.errors import RateLimited, error_for_reply
 from omni.v3.models import Img2ImgRequest, TaskResult, TaskStatus, Txt2ImgRequest
 
@@ -83,7 +84,7 @@ class PollPolicy:
         return max(self.min_interval, min(ceiling, value))
 
 
-class NovitaClient:
+class NovitaClient(SessionHolder):
     """Talks to Novita's v3 API. Knows nothing of Discord; safe to share between many jobs.
 
     `session`: the process's aiohttp session (closing it stays with its owner); without one
@@ -110,31 +111,13 @@ class NovitaClient:
             "Accept": "application/json",
         }
         self.base_url = base_url.rstrip("/")
-        self._session = session
-        self._owns_session = session is None
+        self._hold(session)
         self._timeout = timeout
         self._retry = retry
         self._poll = poll
 
     def __repr__(self) -> str:  # the key must never reach a log line through a repr
         return f"NovitaClient(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> NovitaClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
 
     # -- the API -----------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ refused with a message naming the field and its allowed range before any credit 
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -15,17 +16,23 @@ from omni import rules
 from omni.errors import InvalidRequest, MalformedResponse
 
 
-def _require(ok: bool, field_name: str, message: str) -> None:
-    if not ok:
-        raise InvalidRequest(f"{field_name}: {message}", field=field_name)
+def _refused(field_name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{field_name}: {message}", field=field_name)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_int(field_name: str, value: object, bounds: rules.Bounds) -> None:
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and value in bounds,
-        field_name,
-        f"must be a whole number from {bounds.describe()} (got {value!r})",
-    )
+    if not (_is_int(value) and value in bounds):
+        raise _refused(
+            field_name, f"must be a whole number from {bounds.describe()} (got {value!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,55 +56,58 @@ class Txt2ImgRequest:
         return self.batch_size * self.n_iter
 
     def validate(self) -> None:
-        """Raise `InvalidRequest` naming the first field that breaks the SDXL rules."""
-        prompt = self.prompt.strip() if isinstance(self.prompt, str) else ""
-        _require(bool(prompt), "prompt", "must not be empty")
-        _require(
-            len(self.prompt) <= rules.PROMPT_LENGTH.high,
-            "prompt",
-            f"must be at most {rules.PROMPT_LENGTH.high:.0f} characters (got {len(self.prompt)})",
-        )
-        _require(isinstance(self.negative_prompt, str), "negative_prompt", "must be text")
-        _require(
-            len(self.negative_prompt) <= rules.NEGATIVE_PROMPT_LENGTH.high,
-            "negative_prompt",
-            f"must be at most {rules.NEGATIVE_PROMPT_LENGTH.high:.0f} characters "
-            f"(got {len(self.negative_prompt)})",
-        )
-        _require(
-            self.sampler_name in rules.SDXL_SAMPLERS,
-            "sampler_name",
-            f"{self.sampler_name!r} is not available for SDXL 1.0; "
-            f"choose one of: {', '.join(rules.SDXL_SAMPLERS)}",
-        )
+        """Raise `InvalidRequest` naming the first field that breaks the SDXL rules.
+
+        Runs once per submit: the messages are only worded for a field that fails.
+        """
+        if not (isinstance(self.prompt, str) and self.prompt.strip()):
+            raise _refused("prompt", "must not be empty")
+        if len(self.prompt) > rules.PROMPT_LENGTH.high:
+            raise _refused(
+                "prompt",
+                f"must be at most {rules.PROMPT_LENGTH.high:.0f} characters "
+                f"(got {len(self.prompt)})",
+            )
+        if not isinstance(self.negative_prompt, str):
+            raise _refused("negative_prompt", "must be text")
+        if len(self.negative_prompt) > rules.NEGATIVE_PROMPT_LENGTH.high:
+            raise _refused(
+                "negative_prompt",
+                f"must be at most {rules.NEGATIVE_PROMPT_LENGTH.high:.0f} characters "
+                f"(got {len(self.negative_prompt)})",
+            )
+        if self.sampler_name not in rules.SDXL_SAMPLERS:
+            raise _refused(
+                "sampler_name",
+                f"{self.sampler_name!r} is not available for SDXL 1.0; "
+                f"choose one of: {', '.join(rules.SDXL_SAMPLERS)}",
+            )
         _check_int("steps", self.steps, rules.STEPS)
-        _require(
-            isinstance(self.cfg_scale, int | float)
-            and not isinstance(self.cfg_scale, bool)
-            and self.cfg_scale in rules.CFG_SCALE,
-            "cfg_scale",
-            f"must be a number from {rules.CFG_SCALE.describe()} (got {self.cfg_scale!r})",
-        )
-        _require(
-            isinstance(self.seed, int)
-            and not isinstance(self.seed, bool)
-            and (self.seed == rules.RANDOM_SEED or self.seed in rules.SEED),
-            "seed",
-            f"must be -1 (random) or a whole number from {rules.SEED.describe()} "
-            f"(got {self.seed!r})",
-        )
-        sizes = ", ".join(rules.size_label(w, h) for w, h in rules.SDXL_SIZES)
-        _require(
-            (self.width, self.height) in rules.SDXL_SIZES,
-            "size",
-            f"{self.width}x{self.height} is not an SDXL 1.0 size; choose one of: {sizes}",
-        )
+        if not (_is_number(self.cfg_scale) and self.cfg_scale in rules.CFG_SCALE):
+            raise _refused(
+                "cfg_scale",
+                f"must be a number from {rules.CFG_SCALE.describe()} (got {self.cfg_scale!r})",
+            )
+        if not (_is_int(self.seed) and (self.seed == rules.RANDOM_SEED or self.seed in rules.SEED)):
+            raise _refused(
+                "seed",
+                f"must be -1 (random) or a whole number from {rules.SEED.describe()} "
+                f"(got {self.seed!r})",
+            )
+        if (self.width, self.height) not in rules.SDXL_SIZES:
+            sizes = ", ".join(rules.size_label(w, h) for w, h in rules.SDXL_SIZES)
+            raise _refused(
+                "size",
+                f"{self.width}x{self.height} is not an SDXL 1.0 size; choose one of: {sizes}",
+            )
         _check_int("batch_size", self.batch_size, rules.BATCH_SIZE)
         _check_int("n_iter", self.n_iter, rules.N_ITER)
-        _require(bool(self.model_name), "model_name", "must not be empty")
+        if not self.model_name:
+            raise _refused("model_name", "must not be empty")
 
     def to_payload(self) -> dict[str, Any]:
-        payload = asdict(self)
+        """The JSON body: the fields as they are (all flat values, so no `asdict` deep copy)."""
+        payload = dict(vars(self))
         payload["cfg_scale"] = float(self.cfg_scale)
         return payload
 
@@ -116,29 +126,25 @@ class Img2ImgRequest(Txt2ImgRequest):
 
     def validate(self) -> None:
         super().validate()
-        _require(
-            isinstance(self.init_image, bytes | bytearray) and len(self.init_image) > 0,
-            "init_image",
-            "must be an image",
-        )
-        _require(
-            len(self.init_image) <= rules.MAX_INIT_IMAGE_BYTES,
-            "init_image",
-            f"must be at most {rules.MAX_INIT_IMAGE_BYTES // (1024 * 1024)} MiB "
-            f"(got {len(self.init_image)} bytes)",
-        )
-        _require(
-            isinstance(self.denoising_strength, int | float)
-            and not isinstance(self.denoising_strength, bool)
-            and self.denoising_strength in rules.DENOISING_STRENGTH,
-            "denoising_strength",
-            f"must be a number from {rules.DENOISING_STRENGTH.describe()} "
-            f"(got {self.denoising_strength!r})",
-        )
+        if not (isinstance(self.init_image, bytes | bytearray) and len(self.init_image) > 0):
+            raise _refused("init_image", "must be an image")
+        if len(self.init_image) > rules.MAX_INIT_IMAGE_BYTES:
+            raise _refused(
+                "init_image",
+                f"must be at most {rules.MAX_INIT_IMAGE_BYTES // (1024 * 1024)} MiB "
+                f"(got {len(self.init_image)} bytes)",
+            )
+        if not (
+            _is_number(self.denoising_strength)
+            and self.denoising_strength in rules.DENOISING_STRENGTH
+        ):
+            raise _refused(
+                "denoising_strength",
+                f"must be a number from {rules.DENOISING_STRENGTH.describe()} "
+                f"(got {self.denoising_strength!r})",
+            )
 
     def to_payload(self) -> dict[str, Any]:
-        import base64
-
         payload = super().to_payload()
         del payload["init_image"]
         payload["init_images"] = [base64.b64encode(self.init_image).decode("ascii")]
@@ -155,16 +161,15 @@ class UpscaleRequest:
     upscaler: str = rules.DEFAULT_UPSCALER
 
     def validate(self) -> None:
-        _require(bool(self.image), "image", "must not be empty")
-        _require(
-            isinstance(self.factor, int | float) and self.factor in rules.UPSCALE_FACTOR,
-            "factor",
-            f"must be a number from {rules.UPSCALE_FACTOR.describe()} (got {self.factor!r})",
-        )
+        if not self.image:
+            raise _refused("image", "must not be empty")
+        if not (isinstance(self.factor, int | float) and self.factor in rules.UPSCALE_FACTOR):
+            raise _refused(
+                "factor",
+                f"must be a number from {rules.UPSCALE_FACTOR.describe()} (got {self.factor!r})",
+            )
 
     def to_payload(self) -> dict[str, Any]:
-        import base64
-
         return {
             "image": base64.b64encode(self.image).decode("ascii"),
             "upscaler_1": self.upscaler,

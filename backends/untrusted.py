@@ -345,22 +345,23 @@ async def fetch_images(
     wanted = [url for url in urls if isinstance(url, str) and url.strip()][: max(expected, 0)]
     if not wanted:
         raise BadOutput("the API returned no image URLs")
-    for url in wanted:
-        _check_url_shape(url.strip())
+    parsed = [_parsed_url(url.strip()) for url in wanted]  # all refused before any is fetched
     if _session_is_clean(session):
-        return await _fetch_all(session, wanted, policy, limits)
+        return await _fetch_all(session, parsed, policy, limits)
     async with aiohttp.ClientSession() as clean:
-        return await _fetch_all(clean, wanted, policy, limits)
+        return await _fetch_all(clean, parsed, policy, limits)
 
 
 async def _fetch_all(
-    session: aiohttp.ClientSession, urls: list[str], policy: FetchPolicy, limits: ImageLimits
+    session: aiohttp.ClientSession, urls: list[URL], policy: FetchPolicy, limits: ImageLimits
 ) -> tuple[bytes, ...]:
+    if len(urls) == 1:  # the usual job: no tasks, gate or gather to pay for
+        return (await _fetch_checked(session, urls[0], policy, limits),)
     gate = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
 
-    async def one(url: str) -> bytes:
+    async def one(url: URL) -> bytes:
         async with gate:
-            return await _fetch_checked(session, url.strip(), policy, limits)
+            return await _fetch_checked(session, url, policy, limits)
 
     tasks = [asyncio.ensure_future(one(url)) for url in urls]
     try:
@@ -383,7 +384,7 @@ def _session_is_clean(session: aiohttp.ClientSession) -> bool:
 
 
 async def _fetch_checked(
-    session: aiohttp.ClientSession, url: str, policy: FetchPolicy, limits: ImageLimits
+    session: aiohttp.ClientSession, url: URL, policy: FetchPolicy, limits: ImageLimits
 ) -> bytes:
     last: _Retryable | None = None
     for attempt in range(DOWNLOAD_ATTEMPTS):
@@ -401,12 +402,14 @@ async def _fetch_checked(
 
 
 async def _follow(
-    session: aiohttp.ClientSession, url: str, policy: FetchPolicy, limits: ImageLimits
+    session: aiohttp.ClientSession, url: URL, policy: FetchPolicy, limits: ImageLimits
 ) -> bytes:
-    """GET `url`, following up to MAX_REDIRECTS redirects by hand, each hop checked."""
-    current = URL(url)
-    for _hop in range(MAX_REDIRECTS + 1):
-        _check_url_shape(str(current))
+    """GET `url` (its shape already checked), following up to MAX_REDIRECTS redirects by
+    hand, each hop checked."""
+    current = url
+    for hop in range(MAX_REDIRECTS + 1):
+        if hop:
+            _check_url_shape(current)
         addresses = await _checked_addresses(current, policy)
         status, location, body = await _get_pinned(session, current, addresses, limits)
         if status in _REDIRECTS:
@@ -424,12 +427,10 @@ async def _follow(
 async def _checked_addresses(url: URL, policy: FetchPolicy) -> list[str]:
     """Every address `url`'s host resolves to, each admitted by `policy` (else `BadOutput`)."""
     host = url.raw_host or ""
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
+    literal = _literal(host)
+    checked: list[str | IPAddress]
     if literal is not None:
-        infos = [str(literal)]
+        checked = [literal]
     else:
         try:
             found = await asyncio.get_running_loop().getaddrinfo(
@@ -437,14 +438,14 @@ async def _checked_addresses(url: URL, policy: FetchPolicy) -> list[str]:
             )
         except (socket.gaierror, UnicodeError) as exc:
             raise _Retryable(f"cannot resolve {host}: {exc}") from None
-        infos = list(dict.fromkeys(str(info[4][0]) for info in found))
-        if not infos:
+        checked = list(dict.fromkeys(str(info[4][0]) for info in found))
+        if not checked:
             raise _Retryable(f"cannot resolve {host}")
-    for address in infos:
+    for address in checked:
         reason = address_refusal(address, allow_private=policy.allow_private)
         if reason is not None:
             raise BadOutput(f"image {_short(url)}: refused, {host} is {reason}")
-    return infos
+    return [str(address) for address in checked]
 
 
 async def _get_pinned(
@@ -453,7 +454,7 @@ async def _get_pinned(
     """GET `url` connected to one of `addresses` (tried in order), sending its real host name
     as Host and for TLS (SNI and certificate). Returns (status, Location, body)."""
     host = url.raw_host or ""
-    named = addresses != [host] and not _is_literal(host)
+    named = _literal(host) is None
     headers = {"Accept": "image/png, image/jpeg, image/webp, image/*;q=0.8"}
     if named:
         headers["Host"] = host if url.is_default_port() else f"{host}:{url.port}"
@@ -495,32 +496,46 @@ async def _read(
         raise BadOutput(f"image {_short(url)}: content type {content_type!r}, not an image")
     if (response.content_length or 0) > limits.max_bytes:
         raise BadOutput(f"image {_short(url)}: over {limits.max_bytes} bytes")
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in response.content.iter_chunked(_CHUNK):
-        body.extend(chunk)
-        if len(body) > limits.max_bytes:
+        size += len(chunk)
+        if size > limits.max_bytes:
             raise BadOutput(f"image {_short(url)}: over {limits.max_bytes} bytes")
-    return status, None, bytes(body)
+        chunks.append(chunk)
+    return status, None, b"".join(chunks)  # the body copied once
 
 
-def _check_url_shape(url: str) -> None:
+def _parsed_url(text: str) -> URL:
+    """`text` parsed once, for every later step, and refused unless `_check_url_shape` passes."""
     try:
-        parsed = URL(url)
-        host = parsed.raw_host
+        url = URL(text)
     except (ValueError, TypeError):
         raise BadOutput("refusing an image URL that does not parse") from None
-    if parsed.scheme not in ("http", "https") or not host:
+    _check_url_shape(url)
+    return url
+
+
+def _check_url_shape(url: URL) -> None:
+    try:
+        host = url.raw_host
+    except (ValueError, TypeError):
+        raise BadOutput("refusing an image URL that does not parse") from None
+    if url.scheme not in ("http", "https") or not host:
         raise BadOutput(f"refusing image URL {_short(url)}: only http(s) URLs are fetched")
-    if parsed.user is not None or parsed.password is not None:
+    if url.user is not None or url.password is not None:
         raise BadOutput(f"refusing image URL {_short(url)}: it carries credentials")
 
 
-def _is_literal(host: str) -> bool:
+def _literal(host: str) -> IPAddress | None:
+    """`host` as an IP address, or None for a name. Only a host that could be one (ending in
+    a digit, or holding a colon) is parsed, so the usual name costs no exception."""
+    if not (host[-1:].isdigit() or ":" in host):
+        return None
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _short(url: str | URL) -> str:

@@ -47,7 +47,6 @@ DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10, sock_read=20
 MIN_SECRET_LENGTH = 8
 """Shorter "secrets" (a sandbox's placeholder key) are not replaced: they are ordinary words."""
 
-_CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Object stores often label images as generic bytes; the decode check decides then.
@@ -498,7 +497,7 @@ async def _read(
         raise BadOutput(f"image {_short(url)}: over {limits.max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_chunked(_CHUNK):
+    async for chunk in response.content.iter_any():  # as it arrives: fewer, larger pieces
         size += len(chunk)
         if size > limits.max_bytes:
             raise BadOutput(f"image {_short(url)}: over {limits.max_bytes} bytes")

@@ -1,20 +1,32 @@
-"""N concurrent /imagine through the fake Discord against the emulator, end to end.
+"""N concurrent /imagine through the fake Discord against the emulator, end to end: ours
+beside the floor (`bench.floor_bot`), interleaved in one run.
 
-    python -m bench.imagine_load [--sizes 1 50 200] [--arrivals burst spread]
-                                 [--duration 3] [--json out.json] [--compare previous.json]
+    python -m bench.imagine_load [--sizes 200] [--arrivals burst spread] [--rounds 2]
+                                 [--bots ours floor] [--count-statements] [--duration 3]
+                                 [--json out.json] [--compare previous.json]
 
-Three processes, as in production three machines: the bot (`python bot.py`, pointed at the
-fake Discord), the Omniinfer emulator (`python -m omni.emulator`, one shared picture per size
-so its drawing does not compete with the bot), and this one, which runs the fake Discord.
+Three processes, as in production three machines: the bot (ours is `python bot.py`, the floor
+a bare discord.py bot doing the same Discord and HTTP work per job and nothing else), each
+pointed at the fake Discord; the Omniinfer emulator (`python -m omni.emulator`, one shared
+picture per size so its drawing does not compete with the bot); and this one, which runs the
+fake Discord. Every bot run gets a fresh fake Discord and emulator.
 
 Two arrival shapes for the N members. `burst`: all N in the same millisecond, the worst case
 (every job also finishes in the same instant). `spread`: evenly over one task duration, so all
 N are still in flight together at the peak, as when a busy server's members type at human
-speed. Prints, per shape and N: time to acknowledge (interaction dispatched → Discord
-receiving the deferral), bot overhead beyond the emulator's generation time (dispatch → final
-edit, minus the task's duration), Discord edits per job, 429s, the bot's CPU per job and its
-peak memory (VmHWM). The processes share the machine's cores, so the figures are an upper
-bound for the bot alone.
+speed. For each shape and N it runs `--rounds` rounds, each ours then the floor (the order
+alternates per round), and prints them side by side: time to acknowledge (interaction
+dispatched → Discord receiving the deferral), overhead beyond the emulator's generation time
+(dispatch → final edit, minus the task's duration), Discord edits, emulator polls and all
+emulator requests (submit, polls, downloads) per job, 429s, CPU per job (utime + stime from
+just before the first interaction to the last final edit) and peak memory (VmHWM).
+Percentiles pool the rounds' jobs; the ratio's min-max is over rounds. The processes share
+the machine's cores, so the figures are an upper bound for the bot alone.
+
+`--ours-tree DIR` runs ours from another checkout (the working tree by default), e.g. a
+commit's clean snapshot while others edit this one. `--count-statements` adds one round of
+ours run through `bench.counting_bot`, which counts the SQLite statements and commits over
+the same window (that round's other figures are not used: the counting is not free).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -31,15 +44,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.common import finish, percentile, table
 from storage import open_database
 from tests.fakes.discord import FakeDiscord, InteractionRecord
-from tests.fakes.run_bot import spawn
 from tests.harness import build_world
 
 logging.disable(logging.WARNING)
 KEY = "bench-key"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = {
+    "ours": "tests.fakes.run_bot",
+    "floor": "bench.floor_bot",
+    "counted": "bench.counting_bot",  # ours, counting its SQLite statements
+}
 
 
 @contextlib.asynccontextmanager
@@ -60,30 +80,78 @@ async def emulator_process(duration: float) -> AsyncIterator[str]:
         await process.wait()
 
 
-async def start_bot(fake: FakeDiscord, omni_url: str, db: Path, guild_id: int, n: int):
-    process = await spawn(
-        fake.base_url,
-        {
-            "DISCORD_TOKEN": fake.bot_token,
-            "OMNI_API_KEY": KEY,
-            "OMNI_BASE_URL": omni_url,
+async def emulator_requests(omni_url: str) -> tuple[int, int]:
+    """How many requests the emulator answered: /v2/progress ones, and all."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{omni_url}/_emulator/stats") as response,
+    ):
+        stats = await response.json()
+    return sum(stats["polls_by_task"].values()), sum(stats["requests"].values())
+
+
+async def start_bot(
+    bot: str, fake: FakeDiscord, omni_url: str, tmp: Path, guild_id: int, n: int, ours_tree: Path
+) -> asyncio.subprocess.Process:
+    """Ours (`bot.main` through `tests.fakes.run_bot`, or `bench.counting_bot`) or the floor,
+    in its own process, pointed at the fake Discord; returns once it is connected."""
+    settings = {
+        "FAKE_DISCORD_URL": fake.base_url,
+        "DISCORD_TOKEN": fake.bot_token,
+        "OMNI_API_KEY": KEY,
+        "OMNI_BASE_URL": omni_url,
+        "DEV_GUILD_ID": str(guild_id),
+    }
+    db = tmp / "bench.db"
+    if bot != "floor":
+        settings |= {
             "DATABASE_URL": f"sqlite:///{db}",
-            "DEV_GUILD_ID": str(guild_id),
             "ACCOUNT_CREDIT": "1000000",
             "MAX_JOBS_IN_FLIGHT": str(max(8, n)),
             "MAX_QUEUE_LENGTH": "100000",
             "LOG_LEVEL": "ERROR",
-        },
+            "STATEMENT_COUNTS": str(tmp / "counts.json"),
+        }
+    tree = ROOT if bot == "floor" else ours_tree
+    if bot == "counted":  # by path: ours' tree need not hold it
+        command = [str(ROOT / "bench" / "counting_bot.py")]
+    else:
+        command = ["-m", MODULES[bot]]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *command,
+        cwd=tree,
+        env={**os.environ, **settings},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     await fake.wait_until_ready(timeout=60)
-    database = await open_database(f"sqlite:///{db}")
-    await database.execute(  # no cooldown: this measures load, not limits
-        "INSERT INTO limit_rules VALUES ($1, 'guild', $2, 'cooldown_seconds', 0)",
-        guild_id,
-        guild_id,
-    )
-    await database.close()
+    if bot != "floor":
+        database = await open_database(f"sqlite:///{db}")
+        await database.execute(  # no cooldown: this measures load, not limits
+            "INSERT INTO limit_rules VALUES ($1, 'guild', $2, 'cooldown_seconds', 0)",
+            guild_id,
+            guild_id,
+        )
+        await database.close()
     return process
+
+
+async def statement_counts(process: asyncio.subprocess.Process, path: Path, dump: int) -> Any:
+    """Ask `bench.counting_bot` for its counts (SIGUSR1) and wait for its `dump`th answer."""
+    process.send_signal(signal.SIGUSR1)
+    for _ in range(500):
+        counts = read_counts(path)
+        if counts and counts["dumps"] >= dump:
+            return counts
+        await asyncio.sleep(0.01)
+    raise TimeoutError("the counting bot did not write its counts")
+
+
+def read_counts(path: Path) -> Any:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return json.loads(path.read_text())
+    return None
 
 
 def peak_memory_mib(pid: int) -> float:
@@ -98,7 +166,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
-async def run_once(n: int, arrival: str, duration: float) -> dict[str, Any]:
+async def run_once(
+    bot: str, n: int, arrival: str, duration: float, ours_tree: Path = ROOT
+) -> dict[str, Any]:
+    """One bot, N jobs, on a fresh fake Discord and emulator: the raw samples."""
     fake = FakeDiscord()
     await fake.start()
     world = build_world(fake)
@@ -111,59 +182,169 @@ async def run_once(n: int, arrival: str, duration: float) -> dict[str, Any]:
             world.guild, world.general, members[index], "imagine", {"prompt": "a lighthouse"}
         )
 
+    counted: dict[str, int] = {}
     async with emulator_process(duration) as omni_url:
         with tempfile.TemporaryDirectory() as tmp:
-            process = await start_bot(fake, omni_url, Path(tmp) / "bench.db", world.guild.id, n)
+            process = await start_bot(bot, fake, omni_url, Path(tmp), world.guild.id, n, ours_tree)
+            counts_file = Path(tmp) / "counts.json"
             try:
+                polls_before, requests_before = await emulator_requests(omni_url)
+                if bot == "counted":
+                    before = await statement_counts(process, counts_file, 1)
                 cpu_before = cpu_seconds(process.pid)
                 records = await asyncio.gather(*(member_runs_imagine(i) for i in range(n)))
-                await fake.wait_for(
-                    lambda: all(r.latest is not None and r.latest.attachments for r in records),
-                    timeout=120 + n,
-                )
+                try:
+                    await fake.wait_for(lambda: all(map(done, records)), timeout=120 + n)
+                except TimeoutError:
+                    stuck = [r for r in records if not done(r)]
+                    shown = stuck[0].said() if stuck[0].history else "(not acknowledged)"
+                    raise TimeoutError(
+                        f"{bot}, {arrival} {n}: {len(stuck)} jobs unfinished, e.g. {shown!r}"
+                        f" (calls {[(c.kind, c.status) for c in stuck[0].calls]})"
+                    ) from None
                 cpu = cpu_seconds(process.pid) - cpu_before
                 memory = peak_memory_mib(process.pid)
+                if bot == "counted":
+                    after = await statement_counts(process, counts_file, 2)
+                    counted = {k: after[k] - before[k] for k in ("statements", "commits")}
+                polls, requests = await emulator_requests(omni_url)
+                polls, requests = polls - polls_before, requests - requests_before
             finally:
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
     await fake.stop()
-    acks = [(r.history[0].at - r.created) * 1000 for r in records]
-    overhead = [(r.latest.at - r.created - duration) * 1000 for r in records]
-    edits = [len(r.history) - 1 for r in records]
     return {
-        "arrival": arrival,
+        "acks": [(r.history[0].at - r.created) * 1000 for r in records],
+        "overheads": [(r.latest.at - r.created - duration) * 1000 for r in records],  # type: ignore[union-attr]
+        "edits": sum(len(r.history) - 1 for r in records),
+        "polls": polls,
+        "omni_requests": requests,
+        "rate_limited_429s": fake.rate_limited_count,
+        "cpu": cpu,
+        "memory": memory,
         "jobs": n,
+        **counted,
+    }
+
+
+def done(record: InteractionRecord) -> bool:
+    return record.latest is not None and bool(record.latest.attachments)
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """One bot's figures over its rounds: percentiles of the pooled jobs, totals per job."""
+    acks = [a for run in runs for a in run["acks"]]
+    overheads = [o for run in runs for o in run["overheads"]]
+    jobs = sum(run["jobs"] for run in runs)
+    return {
         "ack_p50_ms": percentile(acks, 50),
         "ack_p99_ms": percentile(acks, 99),
-        "overhead_p50_ms": percentile(overhead, 50),
-        "overhead_p99_ms": percentile(overhead, 99),
-        "edits_per_job": sum(edits) / len(edits),
-        "rate_limited_429s": fake.rate_limited_count,
-        "bot_cpu_ms_per_job": cpu / n * 1000,
-        "bot_peak_rss_mib": memory,
+        "overhead_p50_ms": percentile(overheads, 50),
+        "overhead_p99_ms": percentile(overheads, 99),
+        "edits_per_job": sum(run["edits"] for run in runs) / jobs,
+        "polls_per_job": sum(run["polls"] for run in runs) / jobs,
+        "omni_requests_per_job": sum(run["omni_requests"] for run in runs) / jobs,
+        "rate_limited_429s": sum(run["rate_limited_429s"] for run in runs) / len(runs),
+        "bot_cpu_ms_per_job": sum(run["cpu"] for run in runs) / jobs * 1000,
+        "bot_peak_rss_mib": max(run["memory"] for run in runs),
     }
+
+
+def cpu_ms_per_job(run: dict[str, Any]) -> float:
+    return run["cpu"] / run["jobs"] * 1000
+
+
+async def measure(args: argparse.Namespace, arrival: str, n: int) -> dict[str, Any]:
+    """Rounds of each bot for one (arrival, N); the figures, keyed as `finish` saves them."""
+    runs: dict[str, list[dict[str, Any]]] = {bot: [] for bot in args.bots}
+    for round_ in range(args.rounds):
+        order = args.bots if round_ % 2 == 0 else args.bots[::-1]
+        for bot in order:
+            runs[bot].append(await run_once(bot, n, arrival, args.duration, args.ours_tree))
+    figures = {bot: summary(bot_runs) for bot, bot_runs in runs.items()}
+    result: dict[str, Any] = {}
+    for bot, values in figures.items():
+        prefix = "" if bot == "ours" else f"{bot}_"
+        result |= {prefix + key: value for key, value in values.items()}
+    if len(figures) == 2:
+        ours, floor = figures["ours"], figures["floor"]
+        result |= {f"ratio_{key}": ours[key] / floor[key] for key in ours if floor[key]}
+        per_round = [
+            cpu_ms_per_job(o) / cpu_ms_per_job(f)
+            for o, f in zip(runs["ours"], runs["floor"], strict=True)
+            if f["cpu"]
+        ]
+        if per_round:
+            result["ratio_bot_cpu_ms_per_job_min"] = min(per_round)
+            result["ratio_bot_cpu_ms_per_job_max"] = max(per_round)
+    if args.count_statements:
+        counted = await run_once("counted", n, arrival, args.duration, args.ours_tree)
+        result["statements_per_job"] = counted["statements"] / n
+        result["commits_per_job"] = counted["commits"] / n
+    return result
+
+
+def side_by_side(result: dict[str, Any]) -> str:
+    rows = []
+    for key in (
+        "bot_cpu_ms_per_job",
+        "ack_p50_ms",
+        "ack_p99_ms",
+        "overhead_p50_ms",
+        "overhead_p99_ms",
+        "edits_per_job",
+        "polls_per_job",
+        "omni_requests_per_job",
+        "rate_limited_429s",
+        "bot_peak_rss_mib",
+    ):
+        spread = ""
+        if f"ratio_{key}_min" in result:
+            spread = f"{result[f'ratio_{key}_min']:.2f}–{result[f'ratio_{key}_max']:.2f}"
+        rows.append(
+            [
+                key,
+                result.get(key, ""),
+                result.get(f"floor_{key}", ""),
+                result.get(f"ratio_{key}", ""),
+                spread,
+            ]
+        )
+    for key in ("statements_per_job", "commits_per_job"):
+        if key in result:
+            rows.append([key, result[key], "0", "", ""])
+    return table(["figure", "ours", "floor", "ours/floor", "ratio min–max (rounds)"], rows)
 
 
 async def main(args: argparse.Namespace) -> None:
-    results = [
-        await run_once(n, arrival, args.duration) for arrival in args.arrivals for n in args.sizes
-    ]
-    headers = list(results[0])
-    print(table(headers, [[r[h] for h in headers] for r in results]))
-    figures = {
-        f"{key}@{r['arrival']}/{r['jobs']}": value
-        for r in results
-        for key, value in r.items()
-        if key not in ("arrival", "jobs")
-    }
+    figures: dict[str, Any] = {}
+    for arrival in args.arrivals:
+        for n in args.sizes:
+            result = await measure(args, arrival, n)
+            print(f"\n{arrival}, {n} jobs, {args.rounds} rounds")
+            print(side_by_side(result))
+            figures |= {f"{key}@{arrival}/{n}": value for key, value in result.items()}
     finish(args, figures)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50, 200])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200])
     parser.add_argument(
         "--arrivals", nargs="+", choices=["burst", "spread"], default=["burst", "spread"]
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each bot per shape")
+    parser.add_argument("--bots", nargs="+", choices=["ours", "floor"], default=["ours", "floor"])
+    parser.add_argument(
+        "--count-statements",
+        action="store_true",
+        help="one more round of ours counting its SQLite statements and commits",
+    )
+    parser.add_argument(
+        "--ours-tree",
+        type=Path,
+        default=ROOT,
+        help="run ours from this source tree (e.g. `git archive HEAD | tar -x -C DIR`)",
     )
     parser.add_argument("--duration", type=float, default=3.0, help="emulated seconds per job")
     parser.add_argument("--json")

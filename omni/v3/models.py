@@ -40,9 +40,8 @@ API_SAMPLERS = rules.API_SAMPLERS
 SDXL_SAMPLERS = rules.SDXL_SAMPLERS
 
 
-def _require(ok: bool, field_name: str, message: str) -> None:
-    if not ok:
-        raise InvalidRequest(f"{field_name}: {message}", field=field_name)
+def _refused(field_name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{field_name}: {message}", field=field_name)
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -54,11 +53,10 @@ def _is_number(value: object) -> TypeGuard[int | float]:
 
 
 def _check_int(field_name: str, value: object, bounds: rules.Bounds) -> None:
-    _require(
-        _is_int(value) and value in bounds,
-        field_name,
-        f"must be a whole number from {bounds.describe()} (got {value!r})",
-    )
+    if not (_is_int(value) and value in bounds):
+        raise _refused(
+            field_name, f"must be a whole number from {bounds.describe()} (got {value!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,55 +80,52 @@ class Txt2ImgRequest:
     response_image_type: str = "png"
 
     def validate(self) -> None:
-        """Raise `InvalidRequest` naming the first field the server would refuse."""
-        _require(
-            isinstance(self.prompt, str) and bool(self.prompt.strip()),
-            "prompt",
-            "must not be empty",
-        )
-        _require(
-            len(self.prompt) <= rules.PROMPT_LENGTH.high,
-            "prompt",
-            f"must be at most {rules.PROMPT_LENGTH.high:.0f} characters (got {len(self.prompt)})",
-        )
-        _require(isinstance(self.negative_prompt, str), "negative_prompt", "must be text")
-        _require(
-            len(self.negative_prompt) <= rules.NEGATIVE_PROMPT_LENGTH.high,
-            "negative_prompt",
-            f"must be at most {rules.NEGATIVE_PROMPT_LENGTH.high:.0f} characters "
-            f"(got {len(self.negative_prompt)})",
-        )
-        _require(
-            isinstance(self.model_name, str) and bool(self.model_name),
-            "model_name",
-            "must not be empty",
-        )
+        """Raise `InvalidRequest` naming the first field the server would refuse.
+
+        Runs once per submit: the messages are only worded for a field that fails.
+        """
+        if not (isinstance(self.prompt, str) and self.prompt.strip()):
+            raise _refused("prompt", "must not be empty")
+        if len(self.prompt) > rules.PROMPT_LENGTH.high:
+            raise _refused(
+                "prompt",
+                f"must be at most {rules.PROMPT_LENGTH.high:.0f} characters "
+                f"(got {len(self.prompt)})",
+            )
+        if not isinstance(self.negative_prompt, str):
+            raise _refused("negative_prompt", "must be text")
+        if len(self.negative_prompt) > rules.NEGATIVE_PROMPT_LENGTH.high:
+            raise _refused(
+                "negative_prompt",
+                f"must be at most {rules.NEGATIVE_PROMPT_LENGTH.high:.0f} characters "
+                f"(got {len(self.negative_prompt)})",
+            )
+        if not (isinstance(self.model_name, str) and self.model_name):
+            raise _refused("model_name", "must not be empty")
         _check_int("width", self.width, API_DIMENSION)
         _check_int("height", self.height, API_DIMENSION)
         _check_int("image_num", self.image_num, API_IMAGE_NUM)
         _check_int("steps", self.steps, API_STEPS)
-        _require(
-            _is_int(self.seed) and (self.seed == RANDOM_SEED or 0 <= self.seed <= MAX_SEED),
-            "seed",
-            f"must be -1 (random) or a whole number from 0–{MAX_SEED} (got {self.seed!r})",
-        )
-        _require(
-            _is_number(self.guidance_scale) and self.guidance_scale in API_GUIDANCE_SCALE,
-            "guidance_scale",
-            f"must be a number from {API_GUIDANCE_SCALE.describe()} (got {self.guidance_scale!r})",
-        )
-        _require(
-            self.sampler_name in API_SAMPLERS,
-            "sampler_name",
-            f"{self.sampler_name!r} is not a sampler Novita offers",
-        )
+        if not (_is_int(self.seed) and (self.seed == RANDOM_SEED or 0 <= self.seed <= MAX_SEED)):
+            raise _refused(
+                "seed",
+                f"must be -1 (random) or a whole number from 0–{MAX_SEED} (got {self.seed!r})",
+            )
+        if not (_is_number(self.guidance_scale) and self.guidance_scale in API_GUIDANCE_SCALE):
+            raise _refused(
+                "guidance_scale",
+                f"must be a number from {API_GUIDANCE_SCALE.describe()} "
+                f"(got {self.guidance_scale!r})",
+            )
+        if self.sampler_name not in API_SAMPLERS:
+            raise _refused("sampler_name", f"{self.sampler_name!r} is not a sampler Novita offers")
         if self.clip_skip is not None:
             _check_int("clip_skip", self.clip_skip, API_CLIP_SKIP)
-        _require(
-            self.response_image_type in IMAGE_TYPES,
-            "response_image_type",
-            f"one of {', '.join(IMAGE_TYPES)} (got {self.response_image_type!r})",
-        )
+        if self.response_image_type not in IMAGE_TYPES:
+            raise _refused(
+                "response_image_type",
+                f"one of {', '.join(IMAGE_TYPES)} (got {self.response_image_type!r})",
+            )
 
     def request_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -167,12 +162,13 @@ class Img2ImgRequest(Txt2ImgRequest):
 
     def validate(self) -> None:
         super().validate()
-        _require(isinstance(self.image, bytes) and bool(self.image), "image", "must not be empty")
-        _require(
-            _is_number(self.strength) and self.strength in API_STRENGTH,
-            "strength",
-            f"must be a number from {API_STRENGTH.describe()} (got {self.strength!r})",
-        )
+        if not (isinstance(self.image, bytes) and self.image):
+            raise _refused("image", "must not be empty")
+        if not (_is_number(self.strength) and self.strength in API_STRENGTH):
+            raise _refused(
+                "strength",
+                f"must be a number from {API_STRENGTH.describe()} (got {self.strength!r})",
+            )
 
     def request_fields(self) -> dict[str, Any]:
         fields = super().request_fields()

@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
-_CHUNK = 64 * 1024
 _BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 
 
@@ -41,11 +40,10 @@ async def download_images(
 
     Raises `DownloadFailed` naming the first image that could not be had.
     """
-    for url in urls:
+    for url in urls:  # every URL refused before any download starts
         _check_url(url)
     tasks = [
-        asyncio.ensure_future(download_image(session, url, max_bytes=max_bytes, retry=retry))
-        for url in urls
+        asyncio.ensure_future(_download_checked(session, url, max_bytes, retry)) for url in urls
     ]
     try:
         return list(await asyncio.gather(*tasks))
@@ -63,6 +61,13 @@ async def download_image(
     retry: RetryPolicy = RetryPolicy(attempts=3),
 ) -> bytes:
     _check_url(url)
+    return await _download_checked(session, url, max_bytes, retry)
+
+
+async def _download_checked(
+    session: aiohttp.ClientSession, url: str, max_bytes: int, retry: RetryPolicy
+) -> bytes:
+    """`download_image` for a URL `_check_url` has passed."""
     for failures in range(retry.attempts):
         try:
             return await _fetch(session, url, max_bytes)
@@ -86,14 +91,17 @@ async def _fetch(session: aiohttp.ClientSession, url: str, max_bytes: int) -> by
                 raise DownloadFailed(f"image {_short(url)}: served as {content_type!r}")
             if (response.content_length or 0) > max_bytes:
                 raise DownloadFailed(f"image {_short(url)} is over {max_bytes} bytes")
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                body.extend(chunk)
-                if len(body) > max_bytes:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_any():  # as it arrives
+                size += len(chunk)
+                if size > max_bytes:
                     raise DownloadFailed(f"image {_short(url)} is over {max_bytes} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)  # the body copied once
             if not _looks_like_an_image(body):
                 raise DownloadFailed(f"image {_short(url)}: not a PNG, JPEG or WebP image")
-            return bytes(body)
+            return body
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retryable(type(exc).__name__) from exc
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import os
+import socket
 import ssl
 import subprocess
 from collections import Counter
@@ -289,6 +290,41 @@ async def test_loopback_refused_without_allow_private(server, session) -> None:
     with pytest.raises(BadOutput, match="loopback"):
         await fetch_images(session, [f"{server.base}/ok.png"], expected=1, policy=FetchPolicy())
     assert server.hits["/ok.png"] == 0  # refused before connecting
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://[::1]:9/a.png", "loopback"),
+        ("http://[::ffff:169.254.169.254]/latest/", "metadata"),
+        ("http://[fe80::1%25eth0]/a.png", "link-local"),
+        ("http://10.0.0.7/a.png", "private"),
+    ],
+)
+async def test_literal_addresses_are_judged_without_dns(
+    session, monkeypatch: pytest.MonkeyPatch, url: str, reason: str
+) -> None:
+    async def no_dns(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("an IP literal needs no lookup")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_dns)
+    with pytest.raises(BadOutput, match=reason):
+        await fetch_images(session, [url], expected=1, policy=FetchPolicy())
+
+
+async def test_a_name_ending_in_a_digit_is_looked_up(
+    session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up: list[str] = []
+
+    async def private_answer(host, port, **kwargs):  # type: ignore[no-untyped-def]
+        looked_up.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.168.1.5", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", private_answer)
+    with pytest.raises(BadOutput, match="gpu1 is a private address"):
+        await fetch_images(session, ["http://gpu1/a.png"], expected=1, policy=FetchPolicy())
+    assert looked_up == ["gpu1"]
 
 
 async def test_expired_link_403_xml_is_bad_output(server, session) -> None:

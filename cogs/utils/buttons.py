@@ -8,6 +8,7 @@ view held in memory. Each kind of button is bound, when its cog loads, to the co
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -176,25 +177,64 @@ def bind_gallery_buttons(*, share: JobHandler, vote: JobHandler) -> None:
 
 
 def result_view(job: Job, capabilities: Capabilities) -> discord.ui.View:
-    """The buttons under a finished job: only those whose feature the backend has."""
-    view = discord.ui.View(timeout=None)
+    """The buttons under a finished job: only those whose feature the backend has.
+
+    Built per job, the items would only be rendered: a click is routed by the dynamic items
+    the cogs register, never by this view. So each shape's payload is rendered once, and a
+    job gets a copy with its id in the custom ids."""
     original = job.kind is not JobKind.UPSCALE
-    if original:
-        view.add_item(RerollButton(job.id, row=0))
-    view.add_item(ShareButton(job.id, row=0))
-    view.add_item(DetailsButton(job.id, row=0))
-    view.add_item(DeleteButton(job.id, row=0))
-    if not original:
-        return view
-    count = job.request.images
-    if capabilities.upscale:
-        for index in range(count):
-            view.add_item(UpscaleButton(job.id, index))
-    if capabilities.subseed or capabilities.img2img:
+    shape = _result_template(
+        images=job.request.images if original else 0,
+        upscale=original and capabilities.upscale,
+        variations=original and (capabilities.subseed or capabilities.img2img),
+    )
+    return _RenderedView(
+        [
+            {**row, "components": [_with_job_id(button, job.id) for button in row["components"]]}
+            for row in shape
+        ]
+    )
+
+
+# Stands for the job id in a rendered template (it must match JOB_ID).
+_TEMPLATE_JOB_ID = "0" * 32
+
+
+@functools.lru_cache(maxsize=32)  # a shape per number of images (0 to 4) and capabilities
+def _result_template(*, images: int, upscale: bool, variations: bool) -> list[dict[str, Any]]:
+    """The payload of one shape of result buttons, for `_TEMPLATE_JOB_ID`; `images` is 0 for
+    an upscaled job, which has no Reroll and no per-image buttons."""
+    job_id = _TEMPLATE_JOB_ID
+    view = discord.ui.View(timeout=None)
+    if images:
+        view.add_item(RerollButton(job_id, row=0))
+    view.add_item(ShareButton(job_id, row=0))
+    view.add_item(DetailsButton(job_id, row=0))
+    view.add_item(DeleteButton(job_id, row=0))
+    if upscale:
+        for index in range(images):
+            view.add_item(UpscaleButton(job_id, index))
+    if variations:
         for strong in (False, True):
-            for index in range(count):
-                view.add_item(VariationButton(job.id, index, strong))
-    return view
+            for index in range(images):
+                view.add_item(VariationButton(job_id, index, strong))
+    return view.to_components()
+
+
+def _with_job_id(button: dict[str, Any], job_id: str) -> dict[str, Any]:
+    return {**button, "custom_id": button["custom_id"].replace(_TEMPLATE_JOB_ID, job_id)}
+
+
+class _RenderedView(discord.ui.View):
+    """A view whose payload is already rendered. It holds no items, so discord.py neither
+    builds nor stores anything for it: clicks go to the registered dynamic items."""
+
+    def __init__(self, components: list[dict[str, Any]]) -> None:
+        super().__init__(timeout=None)
+        self._components = components
+
+    def to_components(self) -> list[dict[str, Any]]:
+        return self._components
 
 
 def vote_view(job_id: str, votes: int) -> discord.ui.View:

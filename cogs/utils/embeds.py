@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import discord
 
 from cogs.utils import wording
@@ -37,11 +39,15 @@ def progress_bar(fraction: float) -> str:
     return "█" * filled + "░" * (BAR_WIDTH - filled)
 
 
+@functools.lru_cache(maxsize=512)  # more than the jobs showing progress at once
+def _description(prompt: str) -> str:
+    """The prompt as every embed of its job shows it. Escaping it is most of the cost of a
+    progress embed, and each progress edit of a job shows the same prompt."""
+    return f"**{member_text(prompt, DESCRIPTION_LIMIT - 200)}**"
+
+
 def _base(job: Job, colour: discord.Colour) -> discord.Embed:
-    embed = discord.Embed(
-        description=f"**{member_text(job.request.prompt, DESCRIPTION_LIMIT - 200)}**",
-        colour=colour,
-    )
+    embed = discord.Embed(description=_description(job.request.prompt), colour=colour)
     footer = f"job {job.id}"
     if job.sandbox:
         footer += f" · {wording.SANDBOX_NOTE}"

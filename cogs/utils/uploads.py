@@ -47,12 +47,20 @@ async def fit(
     `limits.max_pixels` (judged from its header) or does not decode.
     """
 
+    if all(len(data) <= size_limit for data in images):
+        # The usual case, answered without a task per image.
+        return [_kept(data, f"{stem}_{i}") for i, data in enumerate(images)]
+
     async def one(index: int, data: bytes) -> Upload:
         if len(data) <= size_limit:
-            return Upload(f"{stem}_{index}.{_extension(data)}", data)
+            return _kept(data, f"{stem}_{index}")
         return await run_in_image_thread(_shrink, data, size_limit, f"{stem}_{index}", limits)
 
     return list(await asyncio.gather(*(one(i, data) for i, data in enumerate(images))))
+
+
+def _kept(data: bytes, name: str) -> Upload:
+    return Upload(f"{name}.{_extension(data)}", data)
 
 
 def batches(uploads: list[Upload], size_limit: int) -> list[list[Upload]]:

@@ -12,7 +12,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import discord
 from discord.utils import MISSING
@@ -38,14 +38,16 @@ ChannelLookup = Callable[[], Awaitable[list[int]]]
 
 @dataclass
 class _Progress:
-    """The newest update not yet shown for one job, and the task showing updates."""
+    """The newest update not yet shown for one job, and the task showing updates. The
+    webhook addressing the job's reply is built once and used for every edit of it."""
 
     job: Job
+    webhook: discord.Webhook
     latest: Update | None = None
     shown: Update | None = None  # what the reply shows now: an equal update is not re-sent
     last_sent: float = 0.0
     task: asyncio.Task[None] | None = None
-    in_flight: asyncio.Future[discord.WebhookMessage] | None = field(default=None)
+    sending: bool = False  # the task is waiting on an edit: it must land before the final one
 
 
 class DiscordReporter:
@@ -70,7 +72,9 @@ class DiscordReporter:
     def update(self, job: Job, update: Update) -> None:
         if job.message_id is None or not job.origin.can_use_token(self._clock()):
             return
-        entry = self._progress.setdefault(job.id, _Progress(job))
+        entry = self._progress.get(job.id)
+        if entry is None:
+            entry = self._progress[job.id] = _Progress(job, self._webhook(job))
         if update == (entry.latest or entry.shown):
             return  # already shown or about to be
         entry.job, entry.latest = job, update
@@ -92,20 +96,20 @@ class DiscordReporter:
             if update.preview_image is not None:
                 data = io.BytesIO(update.preview_image)
                 preview = [discord.File(data, filename=embeds.PREVIEW_FILENAME)]
-            edit = asyncio.ensure_future(
-                self._edit_reply(
+            entry.sending = True
+            try:
+                await self._edit_reply(
+                    entry.webhook,
                     entry.job,
                     embeds=[embeds.progress_embed(entry.job, update)],
                     attachments=preview,
                 )
-            )
-            entry.in_flight = edit
-            try:
-                await asyncio.shield(edit)
             except (discord.HTTPException, _TokenGone) as error:
                 log.info("progress edit for job %s failed: %r", entry.job.id, error)
             else:
                 entry.shown = update
+            finally:
+                entry.sending = False
             entry.last_sent = loop.time()
 
     async def drain(self, timeout: float = 10.0) -> None:
@@ -113,25 +117,27 @@ class DiscordReporter:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
-    async def _quiesce(self, job_id: str) -> None:
+    async def _quiesce(self, job_id: str) -> discord.Webhook | None:
         """Stop progress edits for a job; an edit already sent is allowed to land first, so
-        it can never overwrite the final state."""
+        it can never overwrite the final state. Returns the webhook the edits used."""
         entry = self._progress.pop(job_id, None)
         if entry is None:
-            return
-        if entry.task is not None:
-            entry.task.cancel()
-        if entry.in_flight is not None:
-            # `wait` neither raises the edit's own error nor swallows a cancel of this task
+            return None
+        if entry.task is not None and entry.sending:
+            entry.latest = None  # the task ends once its edit has landed
+            # `wait` neither raises the task's own error nor swallows a cancel of this task
             # (a shutdown must be able to stop a delivery waiting here).
-            await asyncio.wait([entry.in_flight])
+            await asyncio.wait([entry.task])
+        elif entry.task is not None:
+            entry.task.cancel()
+        return entry.webhook
 
     # -- endings ---------------------------------------------------------------------------
 
     async def deliver(
         self, job: Job, images: list[bytes], *, record: FollowupRecorder | None = None
     ) -> Posted:
-        await self._quiesce(job.id)
+        webhook = await self._quiesce(job.id)
         limit = job.origin.upload_limit
         groups = batches(await fit(images, limit, stem=file_stem(job.id)), limit)
         first = groups[0]
@@ -149,11 +155,11 @@ class DiscordReporter:
 
         try:
             if self._token_usable(job):
+                webhook = webhook or self._webhook(job)
                 with contextlib.suppress(_TokenGone):
                     message = await self._edit_reply(
-                        job, embeds=result, attachments=_files(first), view=view
+                        webhook, job, embeds=result, attachments=_files(first), view=view
                     )
-                    webhook = self._webhook(job)
                     for group in missing:
                         await posted((await webhook.send(files=_files(group), wait=True)).id)
                     return Posted(message.id, tuple(done))
@@ -173,7 +179,7 @@ class DiscordReporter:
             raise DeliveryFailed(f"Discord refused the upload: {error}") from error
 
     async def fail(self, job: Job, failure: Failure) -> None:
-        await self._quiesce(job.id)
+        webhook = await self._quiesce(job.id)
         embed = embeds.failure_embed(job, failure)
         # Images already shown stay when it is their posting that failed (they were made).
         attachments: list[discord.File] = (
@@ -182,7 +188,13 @@ class DiscordReporter:
         try:
             if self._token_usable(job):
                 try:
-                    await self._edit_reply(job, embeds=[embed], attachments=attachments, view=None)
+                    await self._edit_reply(
+                        webhook or self._webhook(job),
+                        job,
+                        embeds=[embed],
+                        attachments=attachments,
+                        view=None,
+                    )
                     return
                 except (_TokenGone, discord.HTTPException) as error:
                     # Whatever keeps the reply from being edited, the member is told in
@@ -232,17 +244,18 @@ class DiscordReporter:
 
     async def _edit_reply(
         self,
+        webhook: discord.Webhook,
         job: Job,
         *,
         embeds: Sequence[discord.Embed],
         attachments: Sequence[discord.File] = MISSING,
         view: discord.ui.View | None = MISSING,
     ) -> discord.WebhookMessage:
-        """Edit the job's reply through its interaction token; `MISSING` leaves a part as
-        it is. Raises `_TokenGone` when the token or the reply is gone."""
+        """Edit the job's reply through `webhook` (its interaction token's); `MISSING` leaves
+        a part as it is. Raises `_TokenGone` when the token or the reply is gone."""
         assert job.message_id is not None
         try:
-            message = await self._webhook(job).edit_message(
+            message = await webhook.edit_message(
                 job.message_id, embeds=embeds, attachments=attachments, view=view
             )
         except (discord.NotFound, discord.Forbidden) as error:

@@ -145,7 +145,13 @@ class ImagineBot(commands.AutoShardedBot):
             sources=DiscordSourceImages(self, store),
             intake=intake,
             max_in_flight=settings.max_jobs_in_flight,
-            lease=Lease(db, self.clock, self.identity),
+            lease=Lease(
+                db,
+                self.clock,
+                self.identity,
+                seconds=settings.lease_seconds,
+                renew_every=settings.lease_renew_seconds,
+            ),
         )
         admission = Admission(
             db,

@@ -52,6 +52,8 @@ class Settings:
     max_queue_length: int = 100
     owner_ids: frozenset[int] = frozenset()
     instance_id: str | None = None
+    lease_seconds: float = 20.0
+    lease_renew_seconds: float = 2.0
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     retention_days: int = 90
@@ -208,6 +210,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                 f"SHARD_IDS={outside} must each be below SHARD_COUNT={shard_count}"
             )
 
+    lease_seconds = read.number("LEASE_SECONDS", 20.0, 2.0, 600.0)
+    lease_renew_seconds = read.number("LEASE_RENEW_SECONDS", 2.0, 0.1, 300.0)
+    if lease_renew_seconds * 2 > lease_seconds:
+        read.problems.append(
+            f"LEASE_RENEW_SECONDS={lease_renew_seconds:g} must be at most half of "
+            f"LEASE_SECONDS={lease_seconds:g}, so one late renewal does not lose the lease"
+        )
+
     database_url = read.text("DATABASE_URL", DEFAULT_DATABASE_URL)
     if not database_url.startswith(("sqlite://", "postgresql://", "postgres://")):
         read.problems.append(
@@ -241,6 +251,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_queue_length=read.integer("MAX_QUEUE_LENGTH", 100, 1, 100_000) or 100,
         owner_ids=owner_ids,
         instance_id=read.text("INSTANCE_ID") or None,
+        lease_seconds=lease_seconds,
+        lease_renew_seconds=lease_renew_seconds,
         shard_count=shard_count,
         shard_ids=shard_ids,
         retention_days=read.integer("RETENTION_DAYS", 90, 1, 36_500) or 90,

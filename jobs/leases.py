@@ -18,6 +18,8 @@ from storage import Database
 
 # A lease lasts this long unless renewed; renewals come every RENEW_EVERY seconds, so a
 # process must miss several in a row (a dead process, a frozen one) before it loses its work.
+# Settings LEASE_SECONDS and LEASE_RENEW_SECONDS change them: a shorter lease means a quicker
+# takeover after a crash, and a greater risk of taking the work of a process that only froze.
 LEASE_SECONDS = 20.0
 RENEW_EVERY = 2.0
 
@@ -32,12 +34,19 @@ def default_identity(shard_ids: Sequence[int] | None, hostname: str | None = Non
 
 class Lease:
     def __init__(
-        self, db: Database, clock: Clock, owner: str, *, seconds: float = LEASE_SECONDS
+        self,
+        db: Database,
+        clock: Clock,
+        owner: str,
+        *,
+        seconds: float = LEASE_SECONDS,
+        renew_every: float = RENEW_EVERY,
     ) -> None:
         self._db = db
         self._clock = clock
         self.owner = owner
         self.seconds = seconds
+        self.renew_every = renew_every
 
     async def renew(self) -> None:
         """Say this process is alive for another `seconds` (taking the lease if absent)."""

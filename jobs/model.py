@@ -17,7 +17,8 @@ UPSCALE_FACTOR = 2.0
 
 
 class JobState(StrEnum):
-    QUEUED = "queued"  # credit reserved, waiting in the bot's queue for a slot at the backend
+    QUEUED = "queued"  # credit reserved, waiting in the queue (every process's) for a slot
+    STARTING = "starting"  # claimed, its source image being read: not sent to the backend yet
     SUBMITTING = "submitting"  # the submit is under way: the backend may or may not have it
     SUBMITTED = "submitted"  # the backend has it (its handle is stored): follow, never resubmit
     DELIVERING = "delivering"  # images fetched, being posted to Discord
@@ -127,6 +128,7 @@ class Job:
     grant_used: int = 0  # images of the member's one-off grant this job took
     followup_message_ids: tuple[int, ...] = ()  # Discord follow-ups holding images that
     # did not fit in the first message
+    refusals: int = 0  # submits the backend certainly refused so far (it was busy)
 
     @property
     def images_posted(self) -> bool:

@@ -1,14 +1,16 @@
-"""Runs admitted jobs to their one ending: a fair queue, a cap on jobs at the backend, and
+"""Runs admitted jobs to their one ending: one fair queue, a cap on jobs at the backend, and
 resumption of whatever a previous process left unfinished.
 
 Every state change goes through the store's compare-and-set, and every ending settles the
 job's credit in the same transaction, so a job is delivered once and charged once.
 
-Several processes may share one database. Each job belongs to the process that admitted it
-(jobs.leases); only that process moves it. A process that restarts under the same identity
-resumes its own jobs at once; the jobs of a process whose lease has expired are taken over
-by a live one at its next sweep; a process stopped while others live hands its jobs to them.
-The cap on jobs at the backend is counted in the database, so it holds across processes.
+The queue is the database's: admitted jobs wait there, and whenever there is room at the
+backend a process claims the next ones in the fair order (`JobStore.claim_next`: members in
+turn, across every process sharing the database), counting the cap on jobs at the backend in
+the same statement. A claimed job belongs to the process that claimed it (jobs.leases); only
+that process moves it. A process that restarts under the same identity resumes its own jobs
+at once; the jobs of a process whose lease has expired are taken over by a live one at its
+next sweep. Members are shown their place in line by the process that admitted their job.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ from jobs.backend import (
     Unavailable,
 )
 from jobs.failures import Failure, FailureKind, classify
-from jobs.fair_queue import FairQueue
 from jobs.intake import ABANDONED_AFTER, Intake
-from jobs.leases import RENEW_EVERY, Lease
+from jobs.leases import Lease
 from jobs.model import UPSCALE_FACTOR, Charge, Job, JobKind, JobResult, JobState
 from jobs.reporting import (
     DeliveryFailed,
@@ -47,7 +48,7 @@ from jobs.reporting import (
     Stage,
     Update,
 )
-from jobs.store import BACKEND_FULL, BackendFull, JobStore
+from jobs.store import JobStore
 from quota import ledger
 from quota.store import add_grant
 from storage import Database, StorageError
@@ -63,8 +64,14 @@ LATE_WAIT = 30 * 60.0
 MAX_NOT_ACCEPTED = 30
 # Writing a job's ending is retried until it lands (a full disk, a database restart).
 SETTLE_RETRY = (0.5, 30.0)
-# While the backend is full (every process's jobs counted), look again this often.
-ROOM_POLL = 0.25
+# At most this many jobs are claimed in one statement (a burst of arrivals).
+CLAIM_BATCH = 16
+# Room made by another process, or its jobs in line, are seen at the next look: this often
+# while this process has jobs in line, else this often.
+CLAIM_POLL_WAITING, CLAIM_POLL_IDLE = 0.25, 1.0
+# Places in line are shown this long after a change, and then at most this often (each look
+# reads the whole line once).
+POSITIONS_SETTLE, POSITIONS_EVERY = 0.05, 1.0
 
 
 class JobRunner:
@@ -91,15 +98,14 @@ class JobRunner:
         self._clock = clock
         self._max_in_flight = max_in_flight
         self._max_wait = max_wait
-        self._queue = FairQueue()
-        self._in_flight = 0
-        self._changed = asyncio.Event()
+        # This process's jobs in line (admitted or taken over here), for their places.
+        self._waiting: dict[str, Job] = {}
+        self._changed = asyncio.Event()  # room or a job in line, maybe: claim again
+        self._positions_stale = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._submitting: set[asyncio.Future[Job | BackendFull]] = set()
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._submitting: set[asyncio.Future[Job]] = set()
+        self._background: list[asyncio.Task[None]] = []
         self._accepting = False
-        self._refusals: dict[str, int] = {}  # job id → submits the backend refused so far
         self._lease = lease or Lease(db, clock, store.owner)
 
     @property
@@ -117,33 +123,39 @@ class JobRunner:
         await self._lease.renew()
         await self._resume()
         self._accepting = True
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
-        self._sweeper = asyncio.create_task(self._sweep(started_at), name="lease-sweeper")
+        self._background = [
+            asyncio.create_task(self._dispatch(), name="job-dispatcher"),
+            asyncio.create_task(self._sweep(started_at), name="lease-sweeper"),
+            asyncio.create_task(self._show_positions(), name="queue-positions"),
+        ]
 
     def enqueue(self, job: Job) -> None:
-        self._queue.push(job)
-        self._report_positions()
+        """A job admitted here has joined the line (in the database): claim it now if there
+        is room, else show the member their place."""
+        self._waiting[job.id] = job
         self._changed.set()
+        self._positions_stale.set()
 
     async def stop(self) -> None:
         """Stop taking jobs. With another process alive, this one's jobs are handed to it
-        (queued ones at once, the rest when the lease is given up at the end); alone, queued
-        jobs wait in the database for the next start and jobs at the backend are resumed
-        then (their handles are stored)."""
+        (the ones in line at once, the rest when the lease is given up at the end); alone,
+        the jobs in line wait in the database for the next start and jobs at the backend are
+        resumed then (their handles are stored)."""
         self._accepting = False
-        for task in (self._dispatcher, self._sweeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         hand_over = await self._others_alive()
-        queued = self._queue.drain()
+        self._waiting = {}
         if hand_over:
             released = await self._store.release_queued()
             log.info("handing %d queued job(s) to the other processes", released)
         else:
-            for job in queued:
-                self._reporter.update(job, Update(Stage.RESTARTING))
+            with contextlib.suppress(StorageError):  # they keep the last place they were shown
+                for job in await self._store.unfinished(own=True):
+                    if job.state is JobState.QUEUED:
+                        self._reporter.update(job, Update(Stage.RESTARTING))
         await self._reporter.drain()
         # A submit under way is allowed to finish, so its task id is stored, not lost.
         if self._submitting:
@@ -163,10 +175,10 @@ class JobRunner:
             return False
 
     async def wait_idle(self) -> None:
-        """For tests and benchmarks: wait until no job is queued or running here."""
-        while self._queue or self._tasks:
+        """For tests and benchmarks: wait until no job of this process is in line or running."""
+        while self._waiting or self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -175,69 +187,99 @@ class JobRunner:
         return self._max_in_flight if capacity is None else min(self._max_in_flight, capacity)
 
     async def _dispatch(self) -> None:
+        """Claim the next jobs whenever there may be room and jobs in line: at once when one
+        of ours ends or is admitted, else at the next look (another process's, or a backend
+        whose capacity changed without telling us: a server came back)."""
         while True:
-            while not self._queue or self._in_flight >= self._cap():
-                self._changed.clear()
-                # A backend's capacity changes without telling us (a server comes back).
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._changed.wait()
-            job = self._queue.pop()
-            assert job is not None
-            self._spawn(self._run(job))
-            self._report_positions()
+            self._changed.clear()
+            try:
+                claimed = await self._store.claim_next(self._cap(), limit=CLAIM_BATCH)
+            except StorageError as error:
+                log.error("could not claim the next jobs (%s); trying again", error)
+            else:
+                for job in claimed.jobs:
+                    self._waiting.pop(job.id, None)
+                    self._spawn(self._run(job, claimed.paused_reason))
+                if claimed.jobs:
+                    self._positions_stale.set()
+                    continue
+            poll = CLAIM_POLL_WAITING if self._waiting else CLAIM_POLL_IDLE
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await self._changed.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._in_flight += 1
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._in_flight -= 1
-        self._changed.set()
+        if self._waiting:  # with nothing of ours in line, the next look finds others' jobs
+            self._changed.set()
         if not task.cancelled() and task.exception():
             log.error("job task crashed", exc_info=task.exception())
 
-    def _report_positions(self) -> None:
-        for position, job in enumerate(self._queue.in_order(), start=1):
-            self._reporter.update(job, Update(Stage.WAITING, queue_position=position))
+    async def _show_positions(self) -> None:
+        """Show each member of this process's jobs in line their place in the one line,
+        soon after a change (a moment later, so a job claimed at once is never shown as
+        waiting), then at most every POSITIONS_EVERY seconds."""
+        while True:
+            await self._positions_stale.wait()
+            await asyncio.sleep(POSITIONS_SETTLE)
+            self._positions_stale.clear()
+            seen = dict(self._waiting)  # a job admitted during the read is shown next time
+            if not seen:
+                continue
+            try:
+                order = await self._store.queue_order()
+            except StorageError as error:
+                log.error("could not read the queue (%s)", error)
+                self._positions_stale.set()
+            else:
+                for position, job_id in enumerate(order, start=1):
+                    job = seen.pop(job_id, None)
+                    if job is not None:
+                        self._reporter.update(job, Update(Stage.WAITING, queue_position=position))
+                for gone in seen:  # claimed by another process meanwhile, or ended
+                    self._waiting.pop(gone, None)
+            await asyncio.sleep(POSITIONS_EVERY)
 
     # -- one job ---------------------------------------------------------------------------
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, paused_reason: str | None) -> None:
+        """Run a job just claimed (STARTING or SUBMITTING), with the account's pause as read
+        in the same statement."""
         async with self._ending_badly(job):
-            if (await ledger.balance(self._db)).paused_reason:
-                await self._fail(job, Failure(FailureKind.OUT_OF_CREDIT, "generation paused"))
+            if paused_reason:
+                await self._fail_as_seen(job, Failure(FailureKind.OUT_OF_CREDIT, paused_reason))
                 return
-            # Read before SUBMITTING (a crash here is not an uncertain submit) and outside the
-            # shield (a shutdown need not wait for a download from Discord).
-            try:
-                source = await self._sources.fetch(job) if job.kind.needs_source else None
-            except SourceImageMissing as error:
-                await self._fail_as_seen(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
+            if not job.origin.can_use_token(self._clock()):
+                # It waited (or the bot was down) until its member can no longer be answered
+                # in the reply: refunded, and explained in the channel.
+                await self._fail_as_seen(job, Failure(FailureKind.EXPIRED))
                 return
-            while True:
-                submitting = asyncio.ensure_future(self._submit(job, source))
-                self._submitting.add(submitting)
+            source = None
+            if job.state is JobState.STARTING:
+                # Read before SUBMITTING (a crash here is not an uncertain submit) and outside
+                # the shield (a shutdown need not wait for a download from Discord).
                 try:
-                    outcome = await asyncio.shield(submitting)
-                finally:
-                    self._submitting.discard(submitting)
-                if not isinstance(outcome, BackendFull):
-                    break
-                await self._wait_for_room()
+                    source = await self._sources.fetch(job)
+                except SourceImageMissing as error:
+                    await self._fail_as_seen(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
+                    return
+                moved = await self._store.advance(job, JobState.SUBMITTING)
+                if moved is None:
+                    return
+                job = moved
+            submitting = asyncio.ensure_future(self._submit(job, source))
+            self._submitting.add(submitting)
+            try:
+                outcome = await asyncio.shield(submitting)
+            finally:
+                self._submitting.discard(submitting)
             if outcome.state is JobState.SUBMITTED:
                 await self._follow(outcome)
-
-    async def _wait_for_room(self) -> None:
-        """Wait a little for a place at the backend: one of ours ending says so at once,
-        one of another process's is seen at the next look."""
-        self._changed.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ROOM_POLL):
-                await self._changed.wait()
 
     @contextlib.asynccontextmanager
     async def _ending_badly(self, job: Job) -> AsyncIterator[None]:
@@ -274,13 +316,8 @@ class JobRunner:
             else:
                 await self._fail(job, Failure(FailureKind.INTERNAL, type(error).__name__))
 
-    async def _submit(self, job: Job, source: bytes | None) -> Job | BackendFull:
-        """Submit a queued job if there is room at the backend (BACKEND_FULL if not)."""
-        moved = await self._store.begin_submit(job, self._cap())
-        if moved is BACKEND_FULL or moved is None:
-            return moved or job  # full, or another process took it
-        assert isinstance(moved, Job)
-        job = moved
+    async def _submit(self, job: Job, source: bytes | None) -> Job:
+        """Send a SUBMITTING job to the backend and store the handle it answers with."""
         try:
             handle = await self._send(job, source)
         except NotAccepted as error:
@@ -292,7 +329,6 @@ class JobRunner:
         except BackendError as error:
             await self._fail(job, classify(error))
             return job.with_(state=JobState.FAILED)
-        self._refusals.pop(job.id, None)
         # The backend has the task now: its handle must not be lost to a storage fault, or a
         # billed task would never be followed. Storing it is retried until it lands.
         delay, longest = SETTLE_RETRY
@@ -314,25 +350,20 @@ class JobRunner:
         return await self._backend.submit(request)
 
     async def _not_accepted(self, job: Job, error: NotAccepted) -> Job:
-        """The backend certainly did not take the job: it goes back in line and is tried
-        again after the backend's wait, until it has been refused too often."""
-        refusals = self._refusals.get(job.id, 0) + 1
-        if refusals > MAX_NOT_ACCEPTED or not job.origin.can_use_token(self._clock()):
-            self._refusals.pop(job.id, None)
+        """The backend certainly did not take the job: it goes back in line, keeping its
+        turn, and is claimed again after the backend's wait, until it has been refused too
+        often."""
+        if job.refusals >= MAX_NOT_ACCEPTED or not job.origin.can_use_token(self._clock()):
             await self._fail(job, Failure(FailureKind.UNAVAILABLE, error.message, billed=False))
             return job.with_(state=JobState.FAILED)
-        self._refusals[job.id] = refusals
-        back = await self._store.advance(job, JobState.QUEUED)
+        wait = max(0.2, error.retry_after or 1.0)
+        back = await self._store.requeue(job, not_before=self._clock() + wait)
         if back is None:
             return job
-        log.info("job %s not accepted (%s); again in %.1fs", job.id, error, error.retry_after or 1)
-        loop = asyncio.get_running_loop()
-        loop.call_later(max(0.2, error.retry_after or 1.0), self._requeue, back)
+        log.info("job %s not accepted (%s); again in %.1fs", job.id, error, wait)
+        self._waiting[back.id] = back
+        asyncio.get_running_loop().call_later(wait, self._changed.set)
         return back
-
-    def _requeue(self, job: Job) -> None:
-        if self._accepting:
-            self.enqueue(job)
 
     async def _follow(self, job: Job) -> None:
         """Follow a job the backend has, fetch its images, deliver them, settle the credit."""
@@ -384,7 +415,7 @@ class JobRunner:
     def _spawn_late(self, job: Job) -> None:
         """The bot stopped waiting, but the task may still finish: it has been counted as
         spent, and is looked at again, slowly, so the images are delivered late if it does."""
-        # Not counted in `_in_flight`: the job has ended, and its slot is free for others.
+        # The job has ended, so the cap no longer counts it: its place is free for others.
         task = asyncio.create_task(self._late(job), name=f"late-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -510,7 +541,7 @@ class JobRunner:
         """Take up this process's own unfinished jobs (from its last life)."""
         for job in await self._store.unfinished(own=True):
             await self._adopt(job)
-        self._report_positions()
+        self._positions_stale.set()
 
     async def _take_over(self) -> None:
         """Claim the jobs of processes whose lease has expired, each with a compare-and-set
@@ -522,20 +553,22 @@ class JobRunner:
                 await self._adopt(job)
                 taken += 1
         if taken:
-            self._report_positions()
+            self._positions_stale.set()
             self._changed.set()
 
     async def _adopt(self, job: Job) -> None:
         """Carry on with a job this process now owns, from the state it was left in."""
-        now = self._clock()
         match job.state:
             case JobState.SUBMITTED | JobState.DELIVERING:
                 log.info("resuming job %s (task %s)", job.id, job.task_id)
                 self._spawn(self._resume_follow(job))
-            case JobState.QUEUED if job.origin.can_use_token(now):
-                self._queue.push(job)
             case JobState.QUEUED:
-                await self._fail(job, Failure(FailureKind.EXPIRED))
+                self._waiting[job.id] = job  # claimed in its turn, by whichever process
+            case JobState.STARTING:
+                # Claimed, but never sent: back in line, in its turn.
+                back = await self._store.advance(job, JobState.QUEUED)
+                if back is not None:
+                    self._waiting[back.id] = back
             case JobState.SUBMITTING:
                 # The submit may or may not have reached the backend, and there is no way
                 # to ask about a task without its handle: count it as spent, never resubmit.
@@ -555,7 +588,7 @@ class JobRunner:
                     await self._tell_lost(started_at)
             except Exception:
                 log.exception("the lease sweep failed; trying again")
-            await asyncio.sleep(RENEW_EVERY)
+            await asyncio.sleep(self._lease.renew_every)
 
     async def _tell_lost(self, started_at: float) -> None:
         lost = await self._intake.abandoned(

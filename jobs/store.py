@@ -26,9 +26,16 @@ from jobs.model import (
     request_from_json,
     request_to_json,
 )
+from quota import ledger
 from storage import Connection, Database, Row
 
-_UNFINISHED = (JobState.QUEUED, JobState.SUBMITTING, JobState.SUBMITTED, JobState.DELIVERING)
+_UNFINISHED = (
+    JobState.QUEUED,
+    JobState.STARTING,
+    JobState.SUBMITTING,
+    JobState.SUBMITTED,
+    JobState.DELIVERING,
+)
 # Jobs whose images count against limits and allotments: not the released (refunded) ones.
 _COUNTED = (Charge.RESERVED.value, Charge.COMMITTED.value)
 _TOKENS_PER_QUERY = 500  # well under both databases' limit on parameters per statement
@@ -44,7 +51,7 @@ class MemberActivity:
 
 
 async def queued_count(conn: Connection) -> int:
-    """Jobs waiting in the bot's queues (every process's), for the "busy" refusal."""
+    """Jobs waiting in line (every process's), for the "busy" refusal."""
     return await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE state = $1", JobState.QUEUED.value)
 
 
@@ -66,7 +73,7 @@ async def member_activity(
         guild_id,
     )
     running = await conn.fetchval(
-        "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND state IN ($2, $3, $4, $5)",
+        "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND state IN ($2, $3, $4, $5, $6)",
         user_id,
         *(state.value for state in _UNFINISHED),
     )
@@ -103,15 +110,19 @@ async def tokens_with_jobs(conn: Connection, tokens: Sequence[str]) -> set[str]:
     return found
 
 
-# Jobs at the backend, which the cap on jobs in flight counts across every process.
-_AT_BACKEND = (JobState.SUBMITTING.value, JobState.SUBMITTED.value)
+# Jobs holding a place at the backend, which the cap on jobs in flight counts across every
+# process: claimed from the line and not yet finished there.
+_AT_BACKEND = (JobState.STARTING.value, JobState.SUBMITTING.value, JobState.SUBMITTED.value)
+_NEEDS_SOURCE = tuple(kind.value for kind in JobKind if kind.needs_source)
 
 
-class BackendFull:
-    """No room at the backend: as many jobs as the cap allows are there already."""
+@dataclass(frozen=True)
+class Claimed:
+    """Jobs just claimed from the line, in their fair order, and why generation is paused
+    (None when it is not), read in the same statement."""
 
-
-BACKEND_FULL = BackendFull()
+    jobs: list[Job]
+    paused_reason: str | None
 
 
 class JobStore:
@@ -127,15 +138,25 @@ class JobStore:
         self.owner = owner
 
     async def insert(self, conn: Connection, job: Job) -> None:
-        """Insert inside the caller's transaction (the one that reserved its credit)."""
+        """Insert inside the caller's transaction (the one that reserved its credit).
+
+        A queued job joins the line in its member's next turn: the round being served (the
+        lowest turn in line) for their first job in line, one round after their last for
+        each further one, so `claim_next` serves members in turn.
+        """
         o = job.origin
         await conn.execute(
             """INSERT INTO jobs (id, kind, state, charge, cost, guild_id, channel_id, user_id,
                    request, age_restricted, sandbox, parent_job_id, application_id,
                    interaction_token, token_expires_at, upload_limit, message_id,
-                   upscale_index, grant_used, created_at, updated_at, owner)
+                   upscale_index, grant_used, created_at, updated_at, owner, turn)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                       $16, $17, $18, $19, $20, $20, $21)""",
+                       $16, $17, $18, $19, $20, $20, $21,
+                       (SELECT MAX(turn) FROM (
+                            SELECT COALESCE(MIN(turn), 0) AS turn FROM jobs WHERE state = $3
+                            UNION ALL
+                            SELECT COALESCE(MAX(turn) + 1, 0) FROM jobs
+                            WHERE state = $3 AND user_id = $8) AS turns))""",
             job.id,
             job.kind.value,
             job.state.value,
@@ -165,10 +186,10 @@ class JobStore:
 
     async def unfinished(self, *, own: bool = False) -> list[Job]:
         """Jobs not ended yet, oldest first: every process's, or (`own`) this one's."""
-        sql = "SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4)"
+        sql = "SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4, $5)"
         args: list[Any] = [s.value for s in _UNFINISHED]
         if own:
-            sql += " AND owner = $5"
+            sql += " AND owner = $6"
             args.append(self.owner)
         rows = await self.db.fetch(sql + " ORDER BY created_at", *args)
         return [_job(row) for row in rows]
@@ -177,8 +198,8 @@ class JobStore:
         """Unfinished jobs whose owner holds no live lease (it died, or gave its work up),
         with that owner, oldest first."""
         rows = await self.db.fetch(
-            """SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4) AND owner <> $5
-                 AND owner NOT IN (SELECT owner FROM leases WHERE expires_at > $6)
+            """SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4, $5) AND owner <> $6
+                 AND owner NOT IN (SELECT owner FROM leases WHERE expires_at > $7)
                ORDER BY created_at""",
             *(s.value for s in _UNFINISHED),
             self.owner,
@@ -209,21 +230,65 @@ class JobStore:
             self.clock(),
         )
 
-    async def begin_submit(self, job: Job, cap: int) -> Job | BackendFull | None:
-        """Move a queued job to SUBMITTING if fewer than `cap` jobs (every process's) are at
-        the backend; BACKEND_FULL if not; None if the job had moved (or changed owner).
+    async def claim_next(self, cap: int, *, limit: int) -> Claimed:
+        """Claim the next jobs in line (every process's) in the fair order, as many as fit
+        under `cap` jobs at the backend (every process's counted) and at most `limit`. Each
+        becomes this process's and moves on: to STARTING when it must first read its source
+        image, else to SUBMITTING. A job put back in line is not claimed before its
+        `not_before`.
 
-        The count and the move are one transaction behind one locked row, so two processes
-        cannot both take the last place.
+        One exclusive statement (see `Database.fetch_exclusive`): two processes never take
+        the same job, nor together more places than the cap.
         """
-        async with self.db.transaction() as conn:
-            await conn.fetchval("SELECT id FROM backend_slots WHERE id = 1 FOR UPDATE")
-            there = await conn.fetchval(
-                "SELECT COUNT(*) FROM jobs WHERE state IN ($1, $2)", *_AT_BACKEND
-            )
-            if there >= cap:
-                return BACKEND_FULL
-            return await self.advance(job, JobState.SUBMITTING, conn=conn)
+        now = self.clock()
+        rows = await self.db.fetch_exclusive(
+            f"""UPDATE jobs SET state = CASE WHEN kind IN ($1, $2) THEN $3 ELSE $4 END,
+                   owner = $5, updated_at = $6
+               WHERE state = $7 AND id IN (
+                   SELECT id FROM jobs WHERE state = $7 AND not_before <= $6
+                   ORDER BY turn, created_at
+                   LIMIT (SELECT CASE WHEN COUNT(*) >= $8 THEN 0
+                                      WHEN $8 - COUNT(*) > $9 THEN $9
+                                      ELSE $8 - COUNT(*) END
+                          FROM jobs WHERE state IN ($3, $4, $10)))
+               RETURNING *, {ledger.paused_reason_sql()} AS paused_reason""",
+            *_NEEDS_SOURCE,
+            JobState.STARTING.value,
+            JobState.SUBMITTING.value,
+            self.owner,
+            now,
+            JobState.QUEUED.value,
+            cap,
+            limit,
+            JobState.SUBMITTED.value,
+        )
+        rows.sort(key=lambda row: (row["turn"], row["created_at"]))
+        paused = rows[0]["paused_reason"] if rows else None
+        return Claimed([_job(row) for row in rows], paused)
+
+    async def queue_order(self) -> list[str]:
+        """The ids of the jobs in line (every process's), in the order they will be claimed."""
+        rows = await self.db.fetch(
+            "SELECT id FROM jobs WHERE state = $1 ORDER BY turn, created_at",
+            JobState.QUEUED.value,
+        )
+        return [row["id"] for row in rows]
+
+    async def requeue(self, job: Job, *, not_before: float) -> Job | None:
+        """Put a job the backend refused back in line, keeping its turn, not to be claimed
+        before `not_before`; counts the refusal. None if it had moved."""
+        updated = await self.db.execute(
+            """UPDATE jobs SET state = $4, not_before = $5, refusals = refusals + 1,
+                   updated_at = $6
+               WHERE id = $1 AND state = $2 AND owner = $3""",
+            job.id,
+            job.state.value,
+            self.owner,
+            JobState.QUEUED.value,
+            not_before,
+            self.clock(),
+        )
+        return job.with_(state=JobState.QUEUED, refusals=job.refusals + 1) if updated else None
 
     async def advance(
         self, job: Job, to: JobState, *, conn: Connection | None = None, **fields: Any
@@ -384,4 +449,5 @@ def _job(row: Row) -> Job:
         upscale_index=row["upscale_index"],
         grant_used=row["grant_used"],
         followup_message_ids=tuple(json.loads(row["followup_message_ids"] or "[]")),
+        refusals=row["refusals"],
     )

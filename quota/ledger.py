@@ -83,6 +83,12 @@ async def balance(db: Connection) -> Balance:
     return _balance(row)
 
 
+def paused_reason_sql() -> str:
+    """A scalar subquery giving why generation is paused (NULL when it is not), for a
+    statement of another module that must read the pause in the same round trip."""
+    return f"(SELECT paused_reason FROM account WHERE id = {int(ACCOUNT_ID)})"
+
+
 async def reserve(conn: Connection, cost: int, now: float) -> None:
     await conn.execute(
         "UPDATE account SET reserved = reserved + $2, updated_at = $3 WHERE id = $1",

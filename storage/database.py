@@ -41,6 +41,14 @@ class Database(Connection, Protocol):
         """Which database this is: for `storage/` alone (migrations), never domain code."""
         ...
 
+    async def fetch_exclusive(self, sql: str, *args: Any) -> list[Row]:
+        """Run one statement that no other `fetch_exclusive` runs beside, in any process
+        sharing the database: for a read-then-write that must not race (the claim of the
+        next job against the cap on jobs at the backend). One round trip on SQLite, whose
+        write lock already serialises writing statements; a transaction holding an
+        advisory lock on PostgreSQL."""
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[Connection]:
         """One transaction: committed when the block ends, rolled back if it raises.
 

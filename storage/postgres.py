@@ -23,6 +23,9 @@ _UNAVAILABLE = (
     asyncpg.InsufficientResourcesError,
 )
 
+# The advisory lock key `fetch_exclusive` holds (any constant; no other lock uses it).
+_EXCLUSIVE_LOCK = 0x5D1A_C1A1
+
 _PASSWORD = re.compile(r"://[^:/@]*:([^@]*)@")
 
 T = TypeVar("T")
@@ -128,6 +131,13 @@ class PostgresDatabase:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         self._refuse_inside_own_transaction()
         return await self._session.fetchval(sql, *args)
+
+    async def fetch_exclusive(self, sql: str, *args: Any) -> list[Row]:
+        # The lock is taken before the statement's snapshot, so the statement sees every
+        # change committed by the previous holder.
+        async with self.transaction() as session:
+            await session.execute("SELECT pg_advisory_xact_lock($1)", _EXCLUSIVE_LOCK)
+            return await session.fetch(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Session]:

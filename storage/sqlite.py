@@ -172,6 +172,11 @@ class SqliteDatabase:
         async with self._lock:
             return await self._session.fetchval(sql, *args)
 
+    async def fetch_exclusive(self, sql: str, *args: Any) -> list[Row]:
+        # One statement is atomic here: it holds the database's write lock while it writes,
+        # and a statement whose snapshot went stale meanwhile fails busy and is retried.
+        return await self.fetch(sql, *args)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Session]:
         self._refuse_inside_own_transaction()

@@ -60,3 +60,15 @@ def test_bot_without_settings_prints_one_line_per_problem_and_exits_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert [line.split()[1] for line in lines] == ["DISCORD_TOKEN", "OMNI_API_KEY"]
     assert "Traceback" not in result.stderr
+
+
+def test_lease_timings_are_settings_and_a_renewal_fits_twice_in_a_lease():
+    base = {"DISCORD_TOKEN": TOKEN, "OMNI_API_KEY": "key-123456"}
+    default = load_settings(base)
+    assert (default.lease_seconds, default.lease_renew_seconds) == (20.0, 2.0)
+    quick = load_settings({**base, "LEASE_SECONDS": "6", "LEASE_RENEW_SECONDS": "1"})
+    assert (quick.lease_seconds, quick.lease_renew_seconds) == (6.0, 1.0)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**base, "LEASE_SECONDS": "6", "LEASE_RENEW_SECONDS": "4"})
+    [problem] = caught.value.problems
+    assert problem.startswith("LEASE_RENEW_SECONDS=4") and "LEASE_SECONDS=6" in problem

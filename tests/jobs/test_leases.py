@@ -10,7 +10,7 @@ from jobs.backend import Generation
 from jobs.intake import Intake, PendingRequest
 from jobs.leases import Lease, default_identity
 from jobs.model import Charge, Job, JobKind, JobState, Origin
-from jobs.store import BACKEND_FULL, JobStore
+from jobs.store import JobStore
 from storage import Database, open_database
 from tests.harness import FakeClock
 
@@ -102,21 +102,32 @@ async def test_the_backend_cap_counts_every_processs_jobs(database_url: str) -> 
     clock = FakeClock()
     db = await open_database(database_url)
     a, b = JobStore(db, clock, "a"), JobStore(db, clock, "b")
-    first = await insert(db, a, a_job())
-    second = await insert(db, b, a_job())
-    third = await insert(db, b, a_job())
+    for store in (a, b, b):
+        await insert(db, store, a_job())
 
-    one = await a.begin_submit(first, cap=2)
-    assert isinstance(one, Job) and one.state is JobState.SUBMITTING
-    two = await b.begin_submit(second, cap=2)
-    assert isinstance(two, Job)
-    assert await b.begin_submit(third, cap=2) is BACKEND_FULL  # a's job counts for b
-    assert await a.begin_submit(third, cap=9) is None  # room, but not a's job
+    [one] = (await a.claim_next(cap=2, limit=1)).jobs
+    assert one.state is JobState.SUBMITTING
+    assert len((await b.claim_next(cap=2, limit=5)).jobs) == 1  # one place left of two
+    assert (await b.claim_next(cap=2, limit=5)).jobs == []  # a's job counts for b
     submitted = await a.advance(one, JobState.SUBMITTED, task_id="t1")
     assert submitted is not None
-    assert await b.begin_submit(third, cap=2) is BACKEND_FULL  # submitted is at the backend
+    assert (await b.claim_next(cap=2, limit=5)).jobs == []  # submitted is at the backend
     assert await a.advance(submitted, JobState.DELIVERING) is not None
-    assert isinstance(await b.begin_submit(third, cap=2), Job)  # delivering is not
+    [third] = (await b.claim_next(cap=2, limit=5)).jobs  # delivering is not
+    assert third.state is JobState.SUBMITTING
+    await db.close()
+
+
+async def test_a_claimed_job_belongs_to_the_claimer(database_url: str) -> None:
+    clock = FakeClock()
+    db = await open_database(database_url)
+    a, b = JobStore(db, clock, "a"), JobStore(db, clock, "b")
+    job = await insert(db, a, a_job())
+    [claimed] = (await b.claim_next(cap=9, limit=9)).jobs
+    assert claimed.id == job.id
+    assert await a.advance(claimed, JobState.SUBMITTED) is None  # no longer a's
+    assert await b.advance(claimed, JobState.SUBMITTED) is not None
+    assert (await a.claim_next(cap=9, limit=9)).jobs == []  # claimed once
     await db.close()
 
 

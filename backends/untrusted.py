@@ -8,7 +8,8 @@ wrong: nothing is posted) or `Unavailable` (the network failed: safe to try agai
 
 - `fetch_images(session, urls, expected=, policy=)` → checked image bytes, in URL order.
 - `check_image(bytes)` → `ImageFacts`; Pillow runs in a worker thread, the pixel count is read
-  from the header and refused before anything is decoded.
+  from the header and refused before anything is decoded; a PNG is then proved whole by its
+  checksums, a JPEG or WebP by decoding it.
 - `decode_base64_image`, `clean_upstream_text`, `checked_seed`: the small checks on JSON fields.
 - `address_refusal(address)`: why the bot must not connect to an IP address (pure; no DNS).
 """
@@ -209,15 +210,25 @@ async def check_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image
 
 
 def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageFacts:
-    """`check_image` for code already in a worker thread. Blocks: never call it on the loop."""
+    """`check_image` for code already in a worker thread. Blocks: never call it on the loop.
+
+    A PNG is proved whole by its own checksums: every chunk's CRC, up to the closing IEND,
+    without inflating the pixels (for a 1024² PNG about 0.05 ms of CPU, against about 5 ms to
+    decode it: the most expensive step of a job). JPEG and WebP carry no checksums, so they
+    are decoded in full.
+    """
     if len(data) > limits.max_bytes:
         raise BadOutput(f"the image is {len(data)} bytes, over the {limits.max_bytes} allowed")
     with open_image(data, limits) as im:
+        facts = ImageFacts(width=im.width, height=im.height, format=str(im.format))
         try:
-            im.load()
+            if im.format == "PNG":
+                im.verify()
+            else:
+                im.load()
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
             raise BadOutput(f"the {im.format} image does not decode ({exc})") from None
-        return ImageFacts(width=im.width, height=im.height, format=str(im.format))
+        return facts
 
 
 def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:

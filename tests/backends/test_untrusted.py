@@ -517,7 +517,22 @@ async def test_check_image_refuses_pixels_before_decoding(monkeypatch) -> None:
     with pytest.raises(BadOutput, match="over the 63 allowed"):
         await check_image(PNG, ImageLimits(max_pixels=63))
     assert await check_image(PNG, ImageLimits(max_pixels=64)) == ImageFacts(8, 8, "PNG")
-    assert loads == ["PNG"]  # an image within the cap is decoded in full
+    assert loads == []  # a PNG is proved whole by its checksums, not decoded
+    assert await check_image(encode("JPEG")) == ImageFacts(8, 8, "JPEG")
+    assert loads == ["JPEG"]  # a JPEG has no checksums: decoded in full
+
+
+async def test_check_image_refuses_a_png_whose_bytes_were_changed() -> None:
+    noise = Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3))
+    out = io.BytesIO()
+    noise.save(out, format="PNG")
+    damaged = bytearray(out.getvalue())
+    damaged[len(damaged) // 2] ^= 0xFF  # inside the pixel data
+    with pytest.raises(BadOutput, match="PNG image does not decode"):
+        await check_image(bytes(damaged))
+    without_end = out.getvalue()[:-12]  # the IEND chunk cut off
+    with pytest.raises(BadOutput, match="PNG image does not decode"):
+        await check_image(without_end)
 
 
 async def test_check_image_refuses_empty_and_too_many_bytes() -> None:

@@ -5,11 +5,12 @@
     OMNI_BASE_URL=http://127.0.0.1:PORT DEV_GUILD_ID=... python -m bench.floor_bot
 
 No database, limits, credit ledger, queue, restart bookkeeping or validation: per job it
-defers the interaction, edits the reply ("waiting"), submits one txt2img task with aiohttp,
-polls its progress twice on the schedule ours follows for a 3 s task (after 1 s, then just
-after the predicted finish), edits the reply with the progress once, downloads the image and
-makes the final edit (the same kind of embed, the image attached, the same seven buttons with
-persistent-looking custom ids). `bench.imagine_load` runs it beside ours: whatever ours
+defers the interaction, submits one txt2img task with aiohttp, polls its progress twice on
+the schedule ours follows for a 3 s task (after 1 s, then just after the predicted finish),
+edits the reply with the progress once, downloads the image and makes the final edit (the
+same kind of embed, the image attached, the same seven buttons with persistent-looking
+custom ids). Like ours, it shows no place in line: ours does only for a job that has to
+wait, and at these loads none does. `bench.imagine_load` runs it beside ours: whatever ours
 spends beyond this is the cost of what ours adds. Run like `tests.fakes.run_bot` runs ours
 (its own process; only discord.py's two addresses point at the fake Discord when
 FAKE_DISCORD_URL is set).
@@ -72,7 +73,6 @@ class FloorBot(discord.Client):
         message_id = callback.message_id if callback else None
         assert message_id is not None
         reply = interaction.followup
-        await reply.edit_message(message_id, embed=status(job_id, prompt, "⏳ Waiting in line"))
         body = {
             "prompt": prompt,
             "negative_prompt": SAFETY_NEGATIVE_PROMPT,

@@ -184,17 +184,19 @@ class Imagine(commands.Cog):
         if not services.runner.accepting:
             await interaction.response.send_message(wording.RESTARTING_REFUSAL, ephemeral=True)
             return
+        answered = False  # admission forgets the noted request in its own transaction
         try:
             callback = await self._defer_and_note(interaction)
-            await self._admit(interaction, request, callback, parent, kind, source_index)
+            answered = await self._admit(interaction, request, callback, parent, kind, source_index)
         except StorageError as error:
             log.error("storage unavailable for a new job: %s", error)
             await answer(interaction, wording.STORAGE_UNAVAILABLE)
         finally:
-            try:
-                await services.intake.forget(interaction.id)
-            except StorageError as error:
-                log.warning("could not forget request %s: %s", interaction.id, error)
+            if not answered:
+                try:
+                    await services.intake.forget(interaction.id)
+                except StorageError as error:
+                    log.warning("could not forget request %s: %s", interaction.id, error)
 
     async def _defer_and_note(
         self, interaction: discord.Interaction
@@ -230,7 +232,8 @@ class Imagine(commands.Cog):
         parent: Job | None,
         kind: JobKind,
         source_index: int | None,
-    ) -> None:
+    ) -> bool:
+        """Admit the job (or refuse it) and queue it; True once admission has answered."""
         services = self.services
         message_id = callback.message_id if callback else None
         if message_id is None:
@@ -255,13 +258,15 @@ class Imagine(commands.Cog):
                 message_id=message_id,
                 kind=kind,
                 upscale_index=source_index,
+                interaction_id=interaction.id,
             )
         )
         if isinstance(outcome, Refused):
             await interaction.delete_original_response()
             await interaction.followup.send(wording.refusal_text(outcome.refusal), ephemeral=True)
-            return
-        services.runner.enqueue(outcome.job)
+        else:
+            services.runner.enqueue(outcome.job)
+        return True
 
     # -- buttons ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from clock import Clock
+from jobs import intake
 from jobs import store as job_store
 from jobs.backend import Generation
 from jobs.model import Charge, Job, JobKind, JobState, Origin
@@ -39,6 +40,7 @@ class Ticket:
     parent_job_id: str | None = None
     message_id: int | None = None  # the reply that will show the job
     upscale_index: int | None = None
+    interaction_id: int | None = None  # the request noted by jobs.intake, forgotten here
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ class Admission:
         guild_id = origin.guild_id or 0
         cost = ticket.request.images
         async with self._db.transaction() as conn:
+            if ticket.interaction_id is not None:
+                await intake.forget_in(conn, ticket.interaction_id)  # answered either way
             balance = await ledger.lock_balance(conn)
             if balance.paused_reason:
                 return Refused(GenerationPaused())

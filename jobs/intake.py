@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from clock import Clock
 from jobs import store as job_store
-from storage import Database
+from storage import Connection, Database
 
 # How long a live process may take from noting a request to forgetting it. Rows older than
 # this, noted before this process started, belong to a process that died (or another
@@ -31,6 +31,12 @@ class PendingRequest:
     application_id: int
     token: str
     token_expires_at: float
+
+
+async def forget_in(conn: Connection, interaction_id: int) -> None:
+    """Forget a noted request inside the caller's transaction: admission's, which answers it
+    (a job, or a refusal), so the answer and the forgetting are one commit."""
+    await conn.execute("DELETE FROM pending_interactions WHERE interaction_id = $1", interaction_id)
 
 
 class Intake:
@@ -53,9 +59,8 @@ class Intake:
         )
 
     async def forget(self, interaction_id: int) -> None:
-        await self._db.execute(
-            "DELETE FROM pending_interactions WHERE interaction_id = $1", interaction_id
-        )
+        """Forget a request that ended before admission answered it (an error)."""
+        await forget_in(self._db, interaction_id)
 
     async def abandoned(
         self, noted_before: float, *, started_at: float | None = None

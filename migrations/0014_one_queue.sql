@@ -10,4 +10,7 @@ ALTER TABLE jobs ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
 
 CREATE INDEX jobs_in_queue_order ON jobs (state, turn, created_at);
 CREATE INDEX jobs_by_member_state ON jobs (user_id, state, turn);  -- a member's next turn
-DROP INDEX jobs_by_state;  -- the two indexes above and jobs_by_state_owner lead with it
+-- Every change of a job's state rewrites each index holding the state (about 10 µs each on
+-- SQLite): jobs_in_queue_order leads with the state, so these two add nothing for queries.
+DROP INDEX jobs_by_state_owner;
+DROP INDEX jobs_by_state;

@@ -9,7 +9,7 @@ wrong: nothing is posted) or `Unavailable` (the network failed: safe to try agai
 - `fetch_images(session, urls, expected=, policy=)` → checked image bytes, in URL order.
 - `check_image(bytes)` → `ImageFacts`; Pillow runs in a worker thread, the pixel count is read
   from the header and refused before anything is decoded; a PNG is then proved whole by its
-  checksums, a JPEG or WebP by decoding it.
+  checksums and the start of its pixel stream, a JPEG or WebP by decoding it.
 - `decode_base64_image`, `clean_upstream_text`, `checked_seed`: the small checks on JSON fields.
 - `address_refusal(address)`: why the bot must not connect to an IP address (pure; no DNS).
 """
@@ -25,8 +25,10 @@ import logging
 import random
 import re
 import socket
+import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -212,10 +214,12 @@ async def check_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image
 def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageFacts:
     """`check_image` for code already in a worker thread. Blocks: never call it on the loop.
 
-    A PNG is proved whole by its own checksums: every chunk's CRC, up to the closing IEND,
-    without inflating the pixels (for a 1024² PNG about 0.05 ms of CPU, against about 5 ms to
-    decode it: the most expensive step of a job). JPEG and WebP carry no checksums, so they
-    are decoded in full.
+    A PNG is proved whole by its own checksums (every chunk's CRC, up to the closing IEND)
+    and its pixel stream by inflating its first 64 KiB, without decoding the pixels: about
+    0.1 ms of CPU for a 1024² PNG against about 5 ms to decode it, which was the most
+    expensive step of a job. What this lets through is a stream made on purpose to go wrong
+    later, with valid checksums: it would be posted as a broken picture, and is never
+    decoded here. JPEG and WebP carry no checksums, so they are decoded in full.
     """
     if len(data) > limits.max_bytes:
         raise BadOutput(f"the image is {len(data)} bytes, over the {limits.max_bytes} allowed")
@@ -224,11 +228,36 @@ def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageF
         try:
             if im.format == "PNG":
                 im.verify()
+                zlib.decompressobj().decompress(_png_pixel_stream_start(data), _INFLATE_PROBE)
             else:
                 im.load()
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            EOFError,
+            zlib.error,
+            Image.DecompressionBombError,
+        ) as exc:
             raise BadOutput(f"the {im.format} image does not decode ({exc})") from None
         return facts
+
+
+_INFLATE_PROBE = 64 * 1024  # bytes of a PNG's pixel stream inflated to check it is one
+_PNG_SIGNATURE_BYTES = 8
+
+
+def _png_pixel_stream_start(data: bytes) -> bytes:
+    """The first compressed bytes of a PNG's pixel stream (its IDAT chunks, joined): enough
+    to inflate `_INFLATE_PROBE` bytes. The chunks were checked by `verify` already."""
+    start = bytearray()
+    position = _PNG_SIGNATURE_BYTES
+    while position + 8 <= len(data) and len(start) < _INFLATE_PROBE:
+        length, kind = struct.unpack_from(">I4s", data, position)
+        if kind == b"IDAT":
+            start += data[position + 8 : position + 8 + length]
+        position += 12 + length  # length and type, the data, its CRC
+    return bytes(start[:_INFLATE_PROBE])
 
 
 def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:

@@ -8,7 +8,9 @@ import io
 import os
 import socket
 import ssl
+import struct
 import subprocess
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -533,6 +535,17 @@ async def test_check_image_refuses_a_png_whose_bytes_were_changed() -> None:
     without_end = out.getvalue()[:-12]  # the IEND chunk cut off
     with pytest.raises(BadOutput, match="PNG image does not decode"):
         await check_image(without_end)
+
+
+async def test_check_image_refuses_a_png_whose_pixel_data_is_not_a_stream() -> None:
+    """Random bytes in place of the pixel data, with valid checksums: as an upstream that
+    means harm could make them."""
+    noise = os.urandom(4096)
+    chunk = b"IDAT" + noise
+    idat = struct.pack(">I", len(noise)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    png = PNG[:33] + idat + b"\x00\x00\x00\x00IEND\xaeB`\x82"  # signature and IHDR kept
+    with pytest.raises(BadOutput, match="PNG image does not decode"):
+        await check_image(png)
 
 
 async def test_check_image_refuses_empty_and_too_many_bytes() -> None:

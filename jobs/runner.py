@@ -70,7 +70,7 @@ CLAIM_BATCH = 16
 # while this process has jobs in line, else this often.
 CLAIM_POLL_WAITING, CLAIM_POLL_IDLE = 0.25, 1.0
 # Places in line are shown this long after a change, and then at most this often (each look
-# reads the whole line once).
+# reads the whole line once). A job claimed as soon as it is admitted is never shown waiting.
 POSITIONS_SETTLE, POSITIONS_EVERY = 0.05, 1.0
 
 
@@ -133,8 +133,7 @@ class JobRunner:
         """A job admitted here has joined the line (in the database): claim it now if there
         is room, else show the member their place."""
         self._waiting[job.id] = job
-        self._changed.set()
-        self._positions_stale.set()
+        self._changed.set()  # the dispatcher shows the places if the job has to wait
 
     async def stop(self) -> None:
         """Stop taking jobs. With another process alive, this one's jobs are handed to it
@@ -200,8 +199,9 @@ class JobRunner:
                 for job in claimed.jobs:
                     self._waiting.pop(job.id, None)
                     self._spawn(self._run(job, claimed.paused_reason))
-                if claimed.jobs:
+                if self._waiting:  # jobs of ours still in line: their places changed
                     self._positions_stale.set()
+                if claimed.jobs:
                     continue
             poll = CLAIM_POLL_WAITING if self._waiting else CLAIM_POLL_IDLE
             with contextlib.suppress(TimeoutError):
@@ -222,8 +222,8 @@ class JobRunner:
 
     async def _show_positions(self) -> None:
         """Show each member of this process's jobs in line their place in the one line,
-        soon after a change (a moment later, so a job claimed at once is never shown as
-        waiting), then at most every POSITIONS_EVERY seconds."""
+        soon after a change (a moment later, so a burst of changes is read once), then at
+        most every POSITIONS_EVERY seconds."""
         while True:
             await self._positions_stale.wait()
             await asyncio.sleep(POSITIONS_SETTLE)

@@ -4,15 +4,21 @@ saw it (its first response and everything after, in order), plus a way to wait f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.discord.state import Channel, Guild, Member, Message
 
+# A predicate may also read state the fake does not record (an emulator's counters, the
+# database): it is re-checked this often too, not only when the fake records something.
+RECHECK_EVERY = 0.05
+
 
 class Signal:
-    """Wakes waiters whenever something is recorded; they re-check their predicate.
+    """Wakes waiters whenever something is recorded; they re-check their predicate (and at
+    least every RECHECK_EVERY seconds).
 
     `notify` is synchronous, so recording code needs no lock and no await.
     """
@@ -28,7 +34,9 @@ class Signal:
         try:
             async with asyncio.timeout(timeout):
                 while not predicate():
-                    await self._event.wait()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(RECHECK_EVERY):
+                            await self._event.wait()
         except TimeoutError:
             raise TimeoutError(f"still waiting after {timeout} s for {what}") from None
 

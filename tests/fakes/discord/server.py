@@ -283,7 +283,8 @@ class FakeDiscord:
     # -- waiting ---------------------------------------------------------------------------
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until `predicate()` holds; re-checked whenever the fake records anything."""
+        """Wait until `predicate()` holds; re-checked whenever the fake records anything,
+        and every few milliseconds (for what the fake does not record)."""
         await self.changed.wait_for(predicate, timeout, "the predicate")
 
     async def wait_until_ready(self, timeout: float = 10.0, app: Application | None = None) -> None:

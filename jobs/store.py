@@ -1,8 +1,9 @@
 """Jobs in the database: the one module with SQL on the `jobs` table.
 
 State changes are compare-and-set, so two processes (or a resumed job and a late straggler)
-can never both move the same job forward, and only the job's owner (the process that
-admitted it, or took it over from a dead one: see jobs.leases) moves it. The module's
+can never both move the same job forward, and only the job's owner moves it: the process
+that admitted it while it waits in line, the one that claimed it from the line after (or
+took it over from a dead one: see jobs.leases). The module's
 functions are the aggregates other parts read inside their own transactions (admission's
 queue length, a member's or a server's use for the limits and allotments, the intake's check
 for requests that became jobs).

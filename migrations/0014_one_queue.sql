@@ -14,3 +14,7 @@ CREATE INDEX jobs_by_member_state ON jobs (user_id, state, turn);  -- a member's
 -- SQLite): jobs_in_queue_order leads with the state, so these two add nothing for queries.
 DROP INDEX jobs_by_state_owner;
 DROP INDEX jobs_by_state;
+
+-- The claim counts the cap in its own exclusive statement (storage: fetch_exclusive): the
+-- row 0009 locked for it is no longer used.
+DROP TABLE backend_slots;

@@ -124,6 +124,24 @@ UPSCALE_FACTOR = Bounds(1.0, 4.0)
 DEFAULT_UPSCALE_FACTOR = 2.0
 
 
+def prompt_problem(prompt: object, negative_prompt: object) -> tuple[str, str] | None:
+    """The first problem with a request's prompts, as (field, message), or None: the same
+    rules for the v2 and v3 APIs. Worded only when there is one (it runs once per submit)."""
+    if not (isinstance(prompt, str) and prompt.strip()):
+        return "prompt", "must not be empty"
+    if len(prompt) > PROMPT_LENGTH.high:
+        return "prompt", f"must be at most {PROMPT_LENGTH.high:.0f} characters (got {len(prompt)})"
+    if not isinstance(negative_prompt, str):
+        return "negative_prompt", "must be text"
+    if len(negative_prompt) > NEGATIVE_PROMPT_LENGTH.high:
+        limit = NEGATIVE_PROMPT_LENGTH.high
+        return (
+            "negative_prompt",
+            f"must be at most {limit:.0f} characters (got {len(negative_prompt)})",
+        )
+    return None
+
+
 def size_label(width: int, height: int) -> str:
     return f"{width}x{height}"
 

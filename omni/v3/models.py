@@ -84,22 +84,9 @@ class Txt2ImgRequest:
 
         Runs once per submit: the messages are only worded for a field that fails.
         """
-        if not (isinstance(self.prompt, str) and self.prompt.strip()):
-            raise _refused("prompt", "must not be empty")
-        if len(self.prompt) > rules.PROMPT_LENGTH.high:
-            raise _refused(
-                "prompt",
-                f"must be at most {rules.PROMPT_LENGTH.high:.0f} characters "
-                f"(got {len(self.prompt)})",
-            )
-        if not isinstance(self.negative_prompt, str):
-            raise _refused("negative_prompt", "must be text")
-        if len(self.negative_prompt) > rules.NEGATIVE_PROMPT_LENGTH.high:
-            raise _refused(
-                "negative_prompt",
-                f"must be at most {rules.NEGATIVE_PROMPT_LENGTH.high:.0f} characters "
-                f"(got {len(self.negative_prompt)})",
-            )
+        problem = rules.prompt_problem(self.prompt, self.negative_prompt)
+        if problem is not None:
+            raise _refused(*problem)
         if not (isinstance(self.model_name, str) and self.model_name):
             raise _refused("model_name", "must not be empty")
         _check_int("width", self.width, API_DIMENSION)

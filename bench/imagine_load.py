@@ -3,6 +3,7 @@ beside the floor (`bench.floor_bot`), interleaved in one run.
 
     python -m bench.imagine_load [--sizes 200] [--arrivals burst spread] [--rounds 2]
                                  [--bots ours floor] [--count-statements] [--duration 3]
+                                 [--backend omniinfer|a1111] [--servers 4]
                                  [--json out.json] [--compare previous.json]
 
 Three processes, as in production three machines: the bot (ours is `python bot.py`, the floor
@@ -23,6 +24,14 @@ just before the first interaction to the last final edit) and peak memory (VmHWM
 Percentiles pool the rounds' jobs; the ratio's min-max is over rounds. The processes share
 the machine's cores, so the figures are an upper bound for the bot alone.
 
+`--backend a1111` does the same over a pool of `--servers` AUTOMATIC1111 emulators (`python
+-m a1111.emulator`, one process each, fresh for every bot run), ours with `BACKEND=a1111` and
+the floor in its A1111 mode, both one job per server at a time. `spread` then sends the N a
+little slower than the pool serves them; the overhead is measured against an ideal pool
+(`ideal_ends`); it also prints the A1111 requests per endpoint, the files uploaded to
+Discord, the time to serve all N and the most jobs a server ran or queued at once. Its
+figures are saved with an `a1111_` prefix, so both modes can share one JSON.
+
 `--ours-tree DIR` runs ours from another checkout (the working tree by default), e.g. a
 commit's clean snapshot while others edit this one. `--count-statements` adds one round of
 ours run through `bench.counting_bot`, which counts the SQLite statements and commits over
@@ -34,12 +43,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import os
 import signal
+import statistics
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +67,7 @@ logging.disable(logging.WARNING)
 KEY = "bench-key"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parents[1]
+SPREAD_PACE = 1.1  # a1111, spread: gaps between arrivals, in duration/servers
 MODULES = {
     "ours": "tests.fakes.run_bot",
     "floor": "bench.floor_bot",
@@ -80,6 +93,48 @@ async def emulator_process(duration: float) -> AsyncIterator[str]:
         await process.wait()
 
 
+@contextlib.asynccontextmanager
+async def a1111_processes(count: int, duration: float) -> AsyncIterator[list[str]]:
+    """`count` times `python -m a1111.emulator`, each on a free port; yields their base URLs."""
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        for _ in range(count):
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *("-m", "a1111.emulator", "--port", "0", "--duration", str(duration)),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            )
+        urls = []
+        for process in processes:
+            assert process.stdout is not None
+            line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+            urls.append(line.rsplit(" ", 1)[-1].strip())  # "... listening on http://..."
+        yield urls
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            await process.wait()
+
+
+async def a1111_stats(urls: list[str]) -> dict[str, Any]:
+    """The A1111 emulators' counts, summed over servers: requests by endpoint, progress
+    polls (per task and global), and the most jobs any one ran or queued at once."""
+    requests: Counter[str] = Counter()
+    polls = running = waiting = 0
+    async with aiohttp.ClientSession() as session:
+        for url in urls:
+            async with session.get(f"{url}/_emulator/stats") as response:
+                stats = await response.json()
+            requests.update(stats["requests"])
+            polls += sum(stats["polls_by_task"].values()) + stats["global_polls"]
+            running = max(running, stats["max_concurrent"])
+            waiting = max(waiting, stats["max_waiting"])
+    return {"requests": requests, "polls": polls, "running": running, "waiting": waiting}
+
+
 async def emulator_requests(omni_url: str) -> tuple[int, int]:
     """How many requests the emulator answered: /v2/progress ones, and all."""
     async with (
@@ -91,10 +146,18 @@ async def emulator_requests(omni_url: str) -> tuple[int, int]:
 
 
 async def start_bot(
-    bot: str, fake: FakeDiscord, omni_url: str, tmp: Path, guild_id: int, n: int, ours_tree: Path
+    bot: str,
+    fake: FakeDiscord,
+    omni_url: str,
+    tmp: Path,
+    guild_id: int,
+    n: int,
+    ours_tree: Path,
+    a1111_urls: list[str] | None = None,
 ) -> asyncio.subprocess.Process:
     """Ours (`bot.main` through `tests.fakes.run_bot`, or `bench.counting_bot`) or the floor,
-    in its own process, pointed at the fake Discord; returns once it is connected."""
+    in its own process, pointed at the fake Discord (and at the Omniinfer emulator, or with
+    `a1111_urls` at those A1111 servers); returns once it is connected."""
     settings = {
         "FAKE_DISCORD_URL": fake.base_url,
         "DISCORD_TOKEN": fake.bot_token,
@@ -102,6 +165,9 @@ async def start_bot(
         "OMNI_BASE_URL": omni_url,
         "DEV_GUILD_ID": str(guild_id),
     }
+    if a1111_urls is not None:
+        del settings["OMNI_BASE_URL"]
+        settings |= {"BACKEND": "a1111", "A1111_URLS": ",".join(a1111_urls)}
     db = tmp / "bench.db"
     if bot != "floor":
         settings |= {
@@ -231,6 +297,99 @@ def done(record: InteractionRecord) -> bool:
     return record.latest is not None and bool(record.latest.attachments)
 
 
+async def run_once_a1111(
+    bot: str, n: int, arrival: str, duration: float, servers: int, ours_tree: Path = ROOT
+) -> dict[str, Any]:
+    """One bot, N jobs, on a fresh fake Discord and `servers` fresh A1111 emulators: the raw
+    samples. `spread` sends the N a little slower than the pool serves them (one every
+    1.1 × duration/servers seconds), so a job normally finds a server idle; overheads are
+    measured against an ideal pool (`ideal_ends`)."""
+    fake = FakeDiscord()
+    await fake.start()
+    world = build_world(fake)
+    members = [world.guild.add_member(f"m{i}") for i in range(n)]
+    gap = SPREAD_PACE * duration / servers if arrival == "spread" else 0.0
+
+    async def member_runs_imagine(index: int) -> InteractionRecord:
+        await asyncio.sleep(index * gap)
+        return await fake.slash(
+            world.guild, world.general, members[index], "imagine", {"prompt": "a lighthouse"}
+        )
+
+    counted: dict[str, int] = {}
+    async with a1111_processes(servers, duration) as urls:
+        with tempfile.TemporaryDirectory() as tmp:
+            process = await start_bot(
+                bot, fake, "", Path(tmp), world.guild.id, n, ours_tree, a1111_urls=urls
+            )
+            counts_file = Path(tmp) / "counts.json"
+            try:
+                before = await a1111_stats(urls)
+                if bot == "counted":
+                    counts_before = await statement_counts(process, counts_file, 1)
+                cpu_before = cpu_seconds(process.pid)
+                records = await asyncio.gather(*(member_runs_imagine(i) for i in range(n)))
+                try:
+                    await fake.wait_for(lambda: all(map(delivered, records)), timeout=120 + 3 * n)
+                except TimeoutError:
+                    stuck = [r for r in records if not delivered(r)]
+                    shown = stuck[0].said() if stuck[0].history else "(not acknowledged)"
+                    raise TimeoutError(
+                        f"{bot}, a1111 {arrival} {n}: {len(stuck)} jobs unfinished, e.g. {shown!r}"
+                        f" (calls {[(c.kind, c.status) for c in stuck[0].calls]})"
+                    ) from None
+                cpu = cpu_seconds(process.pid) - cpu_before
+                memory = peak_memory_mib(process.pid)
+                if bot == "counted":
+                    after_counts = await statement_counts(process, counts_file, 2)
+                    counted = {
+                        k: after_counts[k] - counts_before[k] for k in ("statements", "commits")
+                    }
+                after = await a1111_stats(urls)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
+    await fake.stop()
+    ends = sorted(r.latest.at for r in records)  # type: ignore[union-attr]
+    ideal = ideal_ends([r.created for r in records], servers, duration)
+    return {
+        "acks": [(r.history[0].at - r.created) * 1000 for r in records],
+        "overheads": [(end - best) * 1000 for end, best in zip(ends, ideal, strict=True)],
+        "elapsed": ends[-1] - min(r.created for r in records),
+        "edits": sum(len(r.history) - 1 for r in records),
+        "uploads": sum(len(c.files) for r in records for c in r.calls if c.ok),
+        "polls": after["polls"] - before["polls"],
+        "requests": after["requests"] - before["requests"],
+        "most_running": after["running"],
+        "most_queued": after["waiting"],
+        "rate_limited_429s": fake.rate_limited_count,
+        "cpu": cpu,
+        "memory": memory,
+        "jobs": n,
+        **counted,
+    }
+
+
+def delivered(record: InteractionRecord) -> bool:
+    """The final edit is there (a progress edit may carry a live preview: not enough)."""
+    latest = record.latest
+    return latest is not None and bool(latest.attachments) and "Images ready" in latest.text
+
+
+def ideal_ends(arrivals: list[float], servers: int, duration: float) -> list[float]:
+    """When each job would end, earliest first, on an ideal pool: `servers` servers, each
+    running one job at a time for exactly `duration` seconds, taking the jobs in order of
+    arrival with no delay at all. A job's overhead is its end beyond its rank's ideal end
+    (with enough servers: beyond arrival + duration, as in the Omniinfer mode)."""
+    free = [float("-inf")] * servers
+    ends = []
+    for at in sorted(arrivals):
+        end = max(at, heapq.heappop(free)) + duration
+        heapq.heappush(free, end)
+        ends.append(end)
+    return ends
+
+
 def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
     """One bot's figures over its rounds: percentiles of the pooled jobs, totals per job."""
     acks = [a for run in runs for a in run["acks"]]
@@ -250,6 +409,25 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def summary_a1111(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The A1111 mode's figures: as `summary`, with requests counted at the A1111 servers
+    (also per endpoint), files uploaded to Discord, the time to serve all N, and the most
+    jobs one server ever ran or queued at once."""
+    jobs = sum(run["jobs"] for run in runs)
+    figures = summary([{**run, "omni_requests": 0} for run in runs])
+    del figures["omni_requests_per_job"]
+    requests: Counter[str] = sum((run["requests"] for run in runs), Counter())
+    figures |= {
+        "server_requests_per_job": requests.total() / jobs,
+        **{f"calls_{name}_per_job": count / jobs for name, count in sorted(requests.items())},
+        "uploads_per_job": sum(run["uploads"] for run in runs) / jobs,
+        "elapsed_s": statistics.fmean(run["elapsed"] for run in runs),
+        "most_running_on_a_server": max(run["most_running"] for run in runs),
+        "most_queued_on_a_server": max(run["most_queued"] for run in runs),
+    }
+    return figures
+
+
 def cpu_ms_per_job(run: dict[str, Any]) -> float:
     return run["cpu"] / run["jobs"] * 1000
 
@@ -257,11 +435,24 @@ def cpu_ms_per_job(run: dict[str, Any]) -> float:
 async def measure(args: argparse.Namespace, arrival: str, n: int) -> dict[str, Any]:
     """Rounds of each bot for one (arrival, N); the figures, keyed as `finish` saves them."""
     runs: dict[str, list[dict[str, Any]]] = {bot: [] for bot in args.bots}
+    a1111 = args.backend == "a1111"
+
+    async def one(bot: str) -> dict[str, Any]:
+        if a1111:
+            return await run_once_a1111(
+                bot, n, arrival, args.duration, args.servers, args.ours_tree
+            )
+        return await run_once(bot, n, arrival, args.duration, args.ours_tree)
+
     for round_ in range(args.rounds):
         order = args.bots if round_ % 2 == 0 else args.bots[::-1]
         for bot in order:
-            runs[bot].append(await run_once(bot, n, arrival, args.duration, args.ours_tree))
-    figures = {bot: summary(bot_runs) for bot, bot_runs in runs.items()}
+            runs[bot].append(await one(bot))
+    summarize = summary_a1111 if a1111 else summary
+    figures = {bot: summarize(bot_runs) for bot, bot_runs in runs.items()}
+    for calls in {key for values in figures.values() for key in values if key[:6] == "calls_"}:
+        for values in figures.values():
+            values.setdefault(calls, 0.0)  # an endpoint one bot never called
     result: dict[str, Any] = {}
     for bot, values in figures.items():
         prefix = "" if bot == "ours" else f"{bot}_"
@@ -278,26 +469,41 @@ async def measure(args: argparse.Namespace, arrival: str, n: int) -> dict[str, A
             result["ratio_bot_cpu_ms_per_job_min"] = min(per_round)
             result["ratio_bot_cpu_ms_per_job_max"] = max(per_round)
     if args.count_statements:
-        counted = await run_once("counted", n, arrival, args.duration, args.ours_tree)
+        counted = await one("counted")
         result["statements_per_job"] = counted["statements"] / n
         result["commits_per_job"] = counted["commits"] / n
     return result
 
 
-def side_by_side(result: dict[str, Any]) -> str:
+ROWS = (
+    "bot_cpu_ms_per_job",
+    "ack_p50_ms",
+    "ack_p99_ms",
+    "overhead_p50_ms",
+    "overhead_p99_ms",
+    "edits_per_job",
+    "polls_per_job",
+    "omni_requests_per_job",
+    "rate_limited_429s",
+    "bot_peak_rss_mib",
+)
+
+
+def a1111_rows(result: dict[str, Any]) -> tuple[str, ...]:
+    """The A1111 mode's rows: the Omniinfer mode's, requests counted at the servers (and
+    per endpoint), uploads, time to serve all, and what the servers saw at once."""
+    rows = list(ROWS)
+    at = rows.index("omni_requests_per_job")
+    prefixes = ("calls_", "floor_calls_")
+    named = sorted({key.removeprefix("floor_") for key in result if key.startswith(prefixes)})
+    rows[at : at + 1] = ["server_requests_per_job", *named, "uploads_per_job"]
+    extra = ["elapsed_s", "most_running_on_a_server", "most_queued_on_a_server"]
+    return (*rows, *extra)
+
+
+def side_by_side(result: dict[str, Any], keys: tuple[str, ...] = ROWS) -> str:
     rows = []
-    for key in (
-        "bot_cpu_ms_per_job",
-        "ack_p50_ms",
-        "ack_p99_ms",
-        "overhead_p50_ms",
-        "overhead_p99_ms",
-        "edits_per_job",
-        "polls_per_job",
-        "omni_requests_per_job",
-        "rate_limited_429s",
-        "bot_peak_rss_mib",
-    ):
+    for key in keys:
         spread = ""
         if f"ratio_{key}_min" in result:
             spread = f"{result[f'ratio_{key}_min']:.2f}–{result[f'ratio_{key}_max']:.2f}"
@@ -321,6 +527,16 @@ async def main(args: argparse.Namespace) -> None:
     for arrival in args.arrivals:
         for n in args.sizes:
             result = await measure(args, arrival, n)
+            if args.backend == "a1111":
+                ideal = ideal_ends([0.0] * n, args.servers, args.duration)[-1]
+                print(
+                    f"\na1111, {arrival}, {n} jobs over {args.servers} servers of "
+                    f"{args.duration:g} s (an ideal pool serves all in {ideal:g} s), "
+                    f"{args.rounds} rounds"
+                )
+                print(side_by_side(result, a1111_rows(result)))
+                figures |= {f"a1111_{key}@{arrival}/{n}": value for key, value in result.items()}
+                continue
             print(f"\n{arrival}, {n} jobs, {args.rounds} rounds")
             print(side_by_side(result))
             figures |= {f"{key}@{arrival}/{n}": value for key, value in result.items()}
@@ -347,6 +563,15 @@ if __name__ == "__main__":
         help="run ours from this source tree (e.g. `git archive HEAD | tar -x -C DIR`)",
     )
     parser.add_argument("--duration", type=float, default=3.0, help="emulated seconds per job")
+    parser.add_argument(
+        "--backend",
+        choices=["omniinfer", "a1111"],
+        default="omniinfer",
+        help="the Omniinfer emulator, or a pool of A1111 emulators (figures' keys a1111_...)",
+    )
+    parser.add_argument(
+        "--servers", type=int, default=4, help="A1111 emulators in the pool (--backend a1111)"
+    )
     parser.add_argument("--json")
     parser.add_argument("--compare")
     asyncio.run(main(parser.parse_args()))

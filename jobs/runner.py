@@ -215,10 +215,15 @@ class JobRunner:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if self._waiting:  # with nothing of ours in line, the next look finds others' jobs
-            self._changed.set()
+        self._made_room()
         if not task.cancelled() and task.exception():
             log.error("job task crashed", exc_info=task.exception())
+
+    def _made_room(self) -> None:
+        """A job of ours left the backend: claim the next at once if ours are waiting (with
+        nothing of ours in line, the next look finds others' jobs)."""
+        if self._waiting:
+            self._changed.set()
 
     async def _show_positions(self) -> None:
         """Show each member of this process's jobs in line their place in the one line,
@@ -387,6 +392,7 @@ class JobRunner:
             if moved is None:
                 return
             job = moved
+            self._made_room()  # the job has left the backend: the next one may start now
         width, height = output.size or job.output_size
         result = JobResult(
             seeds=output.seeds,

@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -59,7 +60,6 @@ from typing import Any
 import aiohttp
 
 from bench.common import finish, percentile, table
-from storage import open_database
 from tests.fakes.discord import FakeDiscord, InteractionRecord
 from tests.harness import build_world
 
@@ -193,13 +193,14 @@ async def start_bot(
     )
     await fake.wait_until_ready(timeout=60)
     if bot != "floor":
-        database = await open_database(f"sqlite:///{db}")
-        await database.execute(  # no cooldown: this measures load, not limits
-            "INSERT INTO limit_rules VALUES ($1, 'guild', $2, 'cooldown_seconds', 0)",
-            guild_id,
-            guild_id,
-        )
-        await database.close()
+        # No cooldown: this measures load, not limits. Written with plain sqlite3, not
+        # storage.open_database, which would apply this tree's migrations under a bot run
+        # from another tree (`--ours-tree` at an older commit).
+        with contextlib.closing(sqlite3.connect(db, timeout=10)) as database, database:
+            database.execute(
+                "INSERT INTO limit_rules VALUES (?, 'guild', ?, 'cooldown_seconds', 0)",
+                (guild_id, guild_id),
+            )
     return process
 
 

@@ -13,7 +13,7 @@ from jobs.model import Job
 
 
 class Stage(StrEnum):
-    WAITING = "waiting"  # in this bot's fair queue (JobState.QUEUED)
+    WAITING = "waiting"  # in line, every process's (JobState.QUEUED)
     ACCEPTED = "accepted"  # the backend has it in its own queue, not started
     RUNNING = "running"
     RESTARTING = "restarting"  # the bot is shutting down; the job resumes after
@@ -57,6 +57,10 @@ class SourceImages(Protocol):
 class Reporter(Protocol):
     def update(self, job: Job, update: Update) -> None:
         """Show progress. Must not block or raise: implementations coalesce and throttle."""
+
+    def forget(self, job_id: str) -> None:
+        """Stop showing progress for a job another process has taken over: nothing more is
+        sent for it from here, and what was kept for it is dropped. Must not block."""
 
     async def drain(self) -> None:
         """Wait for progress already scheduled to be shown (before a shutdown)."""

@@ -103,6 +103,7 @@ class JobRunner:
         self._changed = asyncio.Event()  # room or a job in line, maybe: claim again
         self._positions_stale = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}  # job id → the task running it
         self._submitting: set[asyncio.Future[Job]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._accepting = False
@@ -143,8 +144,10 @@ class JobRunner:
         self._accepting = False
         for task in self._background:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        with contextlib.suppress(StorageError):
+            await self._unclaim_orphans()  # a claim cut short by the cancel
         hand_over = await self._others_alive()
         self._waiting = {}
         if hand_over:
@@ -193,12 +196,16 @@ class JobRunner:
             self._changed.clear()
             try:
                 claimed = await self._store.claim_next(self._cap(), limit=CLAIM_BATCH)
-            except StorageError as error:
-                log.error("could not claim the next jobs (%s); trying again", error)
+            except Exception as error:
+                # Whatever went wrong, the claim may have been written: jobs it took and no
+                # task runs go back in line, and the dispatcher carries on.
+                log.error("could not claim the next jobs (%r); trying again", error)
+                with contextlib.suppress(Exception):
+                    await self._unclaim_orphans()
             else:
                 for job in claimed.jobs:
                     self._waiting.pop(job.id, None)
-                    self._spawn(self._run(job, claimed.paused_reason))
+                    self._spawn(self._run(job, claimed.paused_reason), job.id)
                 if self._waiting:  # jobs of ours still in line: their places changed
                     self._positions_stale.set()
                 if claimed.jobs:
@@ -208,13 +215,16 @@ class JobRunner:
                 async with asyncio.timeout(poll):
                     await self._changed.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], job_id: str) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        self._running[job_id] = task
+        task.add_done_callback(partial(self._finished, job_id))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self._running.get(job_id) is task:
+            del self._running[job_id]
         self._made_room()
         if not task.cancelled() and task.exception():
             log.error("job task crashed", exc_info=task.exception())
@@ -224,6 +234,18 @@ class JobRunner:
         nothing of ours in line, the next look finds others' jobs)."""
         if self._waiting:
             self._changed.set()
+
+    async def _unclaim_orphans(self) -> None:
+        """Put back in line this process's claimed jobs that no task here runs: a claim
+        whose commit was cut short (a lost connection, a shutdown's cancel) may have taken
+        them. None was sent (only a job's task sends it), so none is lost or charged."""
+        for job in await self._store.unfinished(own=True):
+            starting = job.state in (JobState.STARTING, JobState.SUBMITTING)
+            if starting and job.id not in self._running:
+                back = await self._store.advance(job, JobState.QUEUED)
+                if back is not None:
+                    log.warning("job %s was claimed but not started; back in line", job.id)
+                    self._waiting[back.id] = back
 
     async def _show_positions(self) -> None:
         """Show each member of this process's jobs in line their place in the one line,
@@ -243,11 +265,13 @@ class JobRunner:
                 self._positions_stale.set()
             else:
                 for position, job_id in enumerate(order, start=1):
-                    job = seen.pop(job_id, None)
+                    seen.pop(job_id, None)
+                    job = self._waiting.get(job_id)  # not claimed here during the read
                     if job is not None:
                         self._reporter.update(job, Update(Stage.WAITING, queue_position=position))
                 for gone in seen:  # claimed by another process meanwhile, or ended
-                    self._waiting.pop(gone, None)
+                    if self._waiting.pop(gone, None) is not None and gone not in self._running:
+                        self._reporter.forget(gone)
             await asyncio.sleep(POSITIONS_EVERY)
 
     # -- one job ---------------------------------------------------------------------------
@@ -258,11 +282,6 @@ class JobRunner:
         async with self._ending_badly(job):
             if paused_reason:
                 await self._fail_as_seen(job, Failure(FailureKind.OUT_OF_CREDIT, paused_reason))
-                return
-            if not job.origin.can_use_token(self._clock()):
-                # It waited (or the bot was down) until its member can no longer be answered
-                # in the reply: refunded, and explained in the channel.
-                await self._fail_as_seen(job, Failure(FailureKind.EXPIRED))
                 return
             source = None
             if job.state is JobState.STARTING:
@@ -567,9 +586,13 @@ class JobRunner:
         match job.state:
             case JobState.SUBMITTED | JobState.DELIVERING:
                 log.info("resuming job %s (task %s)", job.id, job.task_id)
-                self._spawn(self._resume_follow(job))
-            case JobState.QUEUED:
+                self._spawn(self._resume_follow(job), job.id)
+            case JobState.QUEUED if job.origin.can_use_token(self._clock()):
                 self._waiting[job.id] = job  # claimed in its turn, by whichever process
+            case JobState.QUEUED:
+                # Left in line by a bot that was down until its member can no longer be
+                # answered in the reply: refunded, and explained in the channel.
+                await self._fail(job, Failure(FailureKind.EXPIRED))
             case JobState.STARTING:
                 # Claimed, but never sent: back in line, in its turn.
                 back = await self._store.advance(job, JobState.QUEUED)

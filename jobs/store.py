@@ -142,8 +142,9 @@ class JobStore:
         """Insert inside the caller's transaction (the one that reserved its credit).
 
         A queued job joins the line in its member's next turn: the round being served (the
-        lowest turn in line) for their first job in line, one round after their last for
-        each further one, so `claim_next` serves members in turn.
+        lowest turn of the jobs that can be claimed now: not one the backend refused, which
+        waits with its old turn) for their first job in line, one round after their last
+        for each further one, so `claim_next` serves members in turn.
         """
         o = job.origin
         await conn.execute(
@@ -154,7 +155,8 @@ class JobStore:
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
                        $16, $17, $18, $19, $20, $20, $21,
                        (SELECT MAX(turn) FROM (
-                            SELECT COALESCE(MIN(turn), 0) AS turn FROM jobs WHERE state = $3
+                            SELECT COALESCE(MIN(turn), 0) AS turn FROM jobs
+                            WHERE state = $3 AND not_before <= $20
                             UNION ALL
                             SELECT COALESCE(MAX(turn) + 1, 0) FROM jobs
                             WHERE state = $3 AND user_id = $8) AS turns))""",
@@ -242,18 +244,18 @@ class JobStore:
         the same job, nor together more places than the cap.
         """
         now = self.clock()
+        kinds = ", ".join(f"${i}" for i in range(9, 9 + len(_NEEDS_SOURCE)))
         rows = await self.db.fetch_exclusive(
-            f"""UPDATE jobs SET state = CASE WHEN kind IN ($1, $2) THEN $3 ELSE $4 END,
-                   owner = $5, updated_at = $6
-               WHERE state = $7 AND id IN (
-                   SELECT id FROM jobs WHERE state = $7 AND not_before <= $6
-                   ORDER BY turn, created_at
-                   LIMIT (SELECT CASE WHEN COUNT(*) >= $8 THEN 0
-                                      WHEN $8 - COUNT(*) > $9 THEN $9
-                                      ELSE $8 - COUNT(*) END
-                          FROM jobs WHERE state IN ($3, $4, $10)))
+            f"""UPDATE jobs SET state = CASE WHEN kind IN ({kinds}) THEN $1 ELSE $2 END,
+                   owner = $3, updated_at = $4
+               WHERE state = $5 AND id IN (
+                   SELECT id FROM jobs WHERE state = $5 AND not_before <= $4
+                   ORDER BY turn, created_at, id
+                   LIMIT (SELECT CASE WHEN COUNT(*) >= $6 THEN 0
+                                      WHEN $6 - COUNT(*) > $7 THEN $7
+                                      ELSE $6 - COUNT(*) END
+                          FROM jobs WHERE state IN ($1, $2, $8)))
                RETURNING *, {ledger.paused_reason_sql()} AS paused_reason""",
-            *_NEEDS_SOURCE,
             JobState.STARTING.value,
             JobState.SUBMITTING.value,
             self.owner,
@@ -262,15 +264,16 @@ class JobStore:
             cap,
             limit,
             JobState.SUBMITTED.value,
+            *_NEEDS_SOURCE,
         )
-        rows.sort(key=lambda row: (row["turn"], row["created_at"]))
+        rows.sort(key=lambda row: (row["turn"], row["created_at"], row["id"]))
         paused = rows[0]["paused_reason"] if rows else None
         return Claimed([_job(row) for row in rows], paused)
 
     async def queue_order(self) -> list[str]:
         """The ids of the jobs in line (every process's), in the order they will be claimed."""
         rows = await self.db.fetch(
-            "SELECT id FROM jobs WHERE state = $1 ORDER BY turn, created_at",
+            "SELECT id FROM jobs WHERE state = $1 ORDER BY turn, created_at, id",
             JobState.QUEUED.value,
         )
         return [row["id"] for row in rows]

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -149,13 +149,17 @@ class PostgresDatabase:
 
     async def fetch_exclusive(self, sql: str, *args: Any) -> list[Row]:
         # The lock is taken before the statement's snapshot, so the statement sees every
-        # change committed by the previous holder.
-        async with self.transaction() as session:
+        # change committed by the previous holder: true under READ COMMITTED, which is
+        # asked for whatever the server's default isolation.
+        async with self._transaction(isolation="read_committed") as session:
             await session.execute("SELECT pg_advisory_xact_lock($1)", _EXCLUSIVE_LOCK)
             return await session.fetch(sql, *args)
 
+    def transaction(self) -> AbstractAsyncContextManager[_Session]:
+        return self._transaction()
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Session]:
+    async def _transaction(self, isolation: str | None = None) -> AsyncIterator[_Session]:
         self._refuse_inside_own_transaction()
         task = asyncio.current_task()
         assert task is not None
@@ -166,7 +170,7 @@ class PostgresDatabase:
                 session = _Session(conn)
                 conn.add_termination_listener(session.on_lost)
                 stack.callback(_stop_listening, conn, session)
-                transaction = conn.transaction()
+                transaction = conn.transaction(isolation=isolation)
                 await session.call(transaction.start)
                 try:
                     yield session

@@ -117,6 +117,14 @@ class DiscordReporter:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
+    def forget(self, job_id: str) -> None:
+        entry = self._progress.pop(job_id, None)
+        if entry is None:
+            return
+        entry.latest = None  # an edit already on its way lands; nothing after it
+        if entry.task is not None and not entry.sending:
+            entry.task.cancel()
+
     async def _quiesce(self, job_id: str) -> discord.Webhook | None:
         """Stop progress edits for a job; an edit already sent is allowed to land first, so
         it can never overwrite the final state. Returns the webhook the edits used."""

@@ -537,6 +537,44 @@ async def test_check_image_refuses_a_png_whose_bytes_were_changed() -> None:
         await check_image(without_end)
 
 
+def png_with_pixel_stream(width: int, height: int, stream: bytes | None) -> bytes:
+    """An RGB PNG whose checksums are all valid, with `stream` as its pixel data (no IDAT
+    chunk when None)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        checksum = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + checksum
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = b"" if stream is None else chunk(b"IDAT", stream)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("stream", "why"),
+    [
+        (None, "does not decode"),  # Pillow's own check fails (an IndexError inside)
+        (zlib.compress(b""), "cut short"),  # a stream of nothing
+        (zlib.compress(bytes(1 + 8 * 3) * 7), "cut short"),  # 7 rows of 8
+        (zlib.compress(bytes(1 + 8 * 3) * 9), "cut short or too long"),  # 9 rows of 8
+        (zlib.compress((b"\x07" + bytes(8 * 3)) * 8), "no valid filter"),
+    ],
+    ids=["no IDAT", "empty", "short", "long", "bad filter"],
+)
+async def test_check_image_refuses_a_png_whose_pixel_stream_does_not_fit_its_size(
+    stream: bytes | None, why: str
+) -> None:
+    with pytest.raises(BadOutput, match=why):
+        await check_image(png_with_pixel_stream(8, 8, stream))
+
+
+async def test_check_image_accepts_a_png_whose_pixel_stream_fits_its_size() -> None:
+    rows = (b"\x00" + bytes(range(24))) * 8
+    assert await check_image(png_with_pixel_stream(8, 8, zlib.compress(rows))) == ImageFacts(
+        8, 8, "PNG"
+    )
+
+
 async def test_check_image_refuses_a_png_whose_pixel_data_is_not_a_stream() -> None:
     """Random bytes in place of the pixel data, with valid checksums: as an upstream that
     means harm could make them."""

@@ -40,11 +40,11 @@ from jobs.intake import Intake, PendingRequest
 from jobs.model import TOKEN_LIFETIME, Charge, Job, JobState, Origin
 from jobs.reporting import FollowupRecorder, Posted, SourceImageMissing, Update
 from jobs.runner import JobRunner
-from jobs.store import JobStore
+from jobs.store import Claimed, JobStore
 from quota import ledger
 from quota.limits import LimitField, Rule, ScopeKind
 from quota.store import set_rule
-from storage import Database, open_database
+from storage import Database, StorageError, open_database
 from tests.harness import FakeClock
 
 GUILD, CHANNEL, USER = 1, 2, 42
@@ -159,7 +159,11 @@ class RecordingReporter:
     deliveries: list[tuple[Job, int]] = field(default_factory=list)  # (job, images posted)
     failures: list[tuple[Job, Failure]] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)  # jobs another process took
     changed: Waiter = field(default_factory=Waiter)
+
+    def forget(self, job_id: str) -> None:
+        self.forgotten.append(job_id)
 
     def update(self, job: Job, update: Update) -> None:
         self.updates.append((job.id, update))
@@ -385,6 +389,46 @@ async def test_not_accepted_puts_the_job_back_in_line_then_it_is_done(world):
     assert world.backend.submits == 2  # refused once, taken the second time
     assert done.state is JobState.DONE and world.reporter.failures == []
     assert [d.id for d, _ in world.reporter.deliveries] == [job.id]
+    await assert_settled(world, done, spent=True)
+
+
+async def test_an_unexpected_error_in_a_claim_does_not_stop_the_runner(world, monkeypatch):
+    real_claim = world.store.claim_next
+    failures = [ValueError("a row this version cannot read")]
+
+    async def claim_once_broken(cap: int, *, limit: int) -> Claimed:
+        if failures:
+            raise failures.pop()
+        return await real_claim(cap, limit=limit)
+
+    monkeypatch.setattr(world.store, "claim_next", claim_once_broken)
+    world.backend.plans.append(Plan())
+    job = await world.admit()
+    await world.reporter.changed.until(lambda: bool(world.reporter.deliveries), timeout=5)
+    assert (await world.ended(job.id)).state is JobState.DONE
+    assert failures == []  # the broken claim happened, and the next one ran the job
+
+
+async def test_jobs_a_cut_short_claim_took_go_back_in_line_and_run(world, monkeypatch):
+    """A claim written to the database whose answer never came (a lost connection during
+    its commit): the jobs it took are this process's, and no task runs them."""
+    real_claim = world.store.claim_next
+    lost = []
+
+    async def claim_then_lose_the_answer(cap: int, *, limit: int) -> Claimed:
+        claimed = await real_claim(cap, limit=limit)
+        if claimed.jobs and not lost:
+            lost.extend(claimed.jobs)
+            raise StorageError("connection lost during COMMIT")
+        return claimed
+
+    monkeypatch.setattr(world.store, "claim_next", claim_then_lose_the_answer)
+    world.backend.plans.append(Plan())
+    job = await world.admit()
+    await world.reporter.changed.until(lambda: bool(world.reporter.deliveries), timeout=5)
+    done = await world.ended(job.id)
+    assert [j.id for j in lost] == [job.id]
+    assert done.state is JobState.DONE and world.backend.submits == 1
     await assert_settled(world, done, spent=True)
 
 

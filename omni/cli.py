@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     from jobs.backend import Backend, BackendError, Capabilities, Generation
 
 EXIT_OK, EXIT_API_ERROR, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+# After Ctrl-C, the run is cancelled and closes its connections; if that has not ended it
+# within this many seconds (a cancel lost inside a library, a close that hangs), the
+# process says what it would have said and exits anyway.
+INTERRUPT_GRACE = 5.0
 BACKEND_NAMES = ("omniinfer", "novita", "a1111")
 MODEL_TYPES = ("checkpoint", "lora", "vae", "controlnet", "upscaler", "textualinversion")
 API_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
@@ -336,6 +341,7 @@ async def _models(
 
 
 async def _run(args: argparse.Namespace, run: Run) -> int:
+    _on_ctrl_c(run)
     async with aiohttp.ClientSession() as session:
         backend = _backend(args, session)
         try:
@@ -344,6 +350,25 @@ async def _run(args: argparse.Namespace, run: Run) -> int:
             return await _models(backend, args, session)
         finally:
             await backend.close()
+
+
+def _on_ctrl_c(run: Run) -> None:
+    """Ctrl-C cancels the run (`main` then names what may be billed), and a run that does
+    not end within INTERRUPT_GRACE is ended anyway."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def interrupted() -> None:
+        task.cancel()
+        loop.call_later(INTERRUPT_GRACE, _exit_interrupted, run)
+
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+
+
+def _exit_interrupted(run: Run) -> None:
+    print(f"\n{_interrupted(run)}", file=sys.stderr, flush=True)
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _describe(error: BackendError, run: Run) -> str:
@@ -425,6 +450,6 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INVALID
         print(f"error: {_describe_omni(error)}", file=sys.stderr)
         return EXIT_API_ERROR
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print(f"\n{_interrupted(run)}", file=sys.stderr)
         return EXIT_INTERRUPTED

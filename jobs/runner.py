@@ -610,6 +610,7 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         began = loop.time()
         while True:
+            swept_at = loop.time()
             try:
                 await self._lease.renew()
                 await self._take_over()
@@ -617,7 +618,8 @@ class JobRunner:
                     await self._tell_lost(started_at)
             except Exception:
                 log.exception("the lease sweep failed; trying again")
-            await asyncio.sleep(self._lease.renew_every)
+            # Renewals keep their rhythm however long the sweep took (a takeover of many).
+            await asyncio.sleep(max(0.0, self._lease.renew_every - (loop.time() - swept_at)))
 
     async def _tell_lost(self, started_at: float) -> None:
         lost = await self._intake.abandoned(

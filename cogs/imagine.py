@@ -187,7 +187,8 @@ class Imagine(commands.Cog):
         answered = False  # admission forgets the noted request in its own transaction
         try:
             callback = await self._defer_and_note(interaction)
-            answered = await self._admit(interaction, request, callback, parent, kind, source_index)
+            await self._admit(interaction, request, callback, parent, kind, source_index)
+            answered = True
         except StorageError as error:
             log.error("storage unavailable for a new job: %s", error)
             await answer(interaction, wording.STORAGE_UNAVAILABLE)
@@ -232,8 +233,7 @@ class Imagine(commands.Cog):
         parent: Job | None,
         kind: JobKind,
         source_index: int | None,
-    ) -> bool:
-        """Admit the job (or refuse it) and queue it; True once admission has answered."""
+    ) -> None:
         services = self.services
         message_id = callback.message_id if callback else None
         if message_id is None:
@@ -266,7 +266,6 @@ class Imagine(commands.Cog):
             await interaction.followup.send(wording.refusal_text(outcome.refusal), ephemeral=True)
         else:
             services.runner.enqueue(outcome.job)
-        return True
 
     # -- buttons ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import discord
 from bot import ImagineBot
 from omni.emulator import Emulator
 from settings import Settings
+from storage import open_database
 from tests.fakes.discord import Channel, FakeDiscord, Guild, InteractionRecord, Member, Role
 
 logging.getLogger("discord").setLevel(logging.WARNING)
@@ -31,6 +33,27 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+
+
+async def loosen_limits(database_url: str, guild_ids: Iterable[int]) -> None:
+    """Members of these servers may run many jobs back to back, for tests about crashes and
+    processes rather than limits. Applies the migrations first if no bot has yet."""
+    db = await open_database(database_url)
+    for guild_id in guild_ids:
+        for field_name, value in [
+            ("cooldown_seconds", 0),
+            ("concurrent_jobs", 20),
+            ("images_per_day", 10000),
+            ("images_per_hour", 10000),
+        ]:
+            await db.execute(
+                "INSERT INTO limit_rules VALUES ($1, 'guild', $2, $3, $4)",
+                guild_id,
+                guild_id,
+                field_name,
+                value,
+            )
+    await db.close()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from omni.emulator import Emulator, Fault
 from storage import open_database
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.run_bot import spawn
-from tests.harness import World, build_world
+from tests.harness import World, build_world, loosen_limits
 
 SEED = int(os.environ.get("KILL_TEST_SEED", "20261125"))
 ROUNDS = 22
@@ -83,25 +83,6 @@ async def stage(tmp_path: Path, task_seconds: float) -> AsyncIterator[Stage]:
         await emulator.stop()
 
 
-async def loosen_limits(db_path: str, guild_id: int) -> None:
-    """Every member may run many jobs back to back: the test is about crashes, not limits."""
-    db = await open_database(f"sqlite:///{db_path}")
-    for field, value in [
-        ("cooldown_seconds", 0),
-        ("concurrent_jobs", 20),
-        ("images_per_day", 10000),
-        ("images_per_hour", 10000),
-    ]:
-        await db.execute(
-            "INSERT INTO limit_rules VALUES ($1, 'guild', $2, $3, $4)",
-            guild_id,
-            guild_id,
-            field,
-            value,
-        )
-    await db.close()
-
-
 async def settle(db_path: str, timeout: float = 90) -> None:
     """Wait until the bot process has ended every stored job (reading its database)."""
     loop = asyncio.get_running_loop()
@@ -125,7 +106,7 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
     async with stage(tmp_path, task_seconds=0.8) as scene:
         emulator, fake, world, db_path = scene.emulator, scene.fake, scene.world, scene.db_path
         await scene.start_bot()
-        await loosen_limits(db_path, world.guild.id)
+        await loosen_limits(f"sqlite:///{db_path}", [world.guild.id])
         for _ in range(ROUNDS):
             if rng.random() < 0.3:  # a slow submit, so some kills land inside it
                 emulator.faults.add(Fault("txt2img", "delay", seconds=0.6))

@@ -22,7 +22,7 @@ import random
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import discord
@@ -32,6 +32,7 @@ from omni.emulator import Emulator
 from storage import open_database
 from tests.fakes.discord import Channel, FakeDiscord, Guild, InteractionRecord, Member
 from tests.fakes.run_bot import ROOT
+from tests.harness import loosen_limits
 
 KEY = "processes-test-key"
 TASK_SECONDS = 1.5
@@ -126,26 +127,6 @@ def _side(fake: FakeDiscord, name: str, shard: int, shards: int) -> Side:
     channel = fake.add_channel(guild, "general")
     members = [guild.add_member(f"{name}-{who}") for who in ("alice", "bob", "carol")]
     return Side(name, shard, guild, channel, members)
-
-
-async def loosen_limits(url: str, guild_ids: Iterable[int]) -> None:
-    """Members may run many jobs back to back: these tests are about processes, not limits."""
-    db = await open_database(url)  # also applies the migrations before any bot starts
-    for guild_id in guild_ids:
-        for name, value in [
-            ("cooldown_seconds", 0),
-            ("concurrent_jobs", 20),
-            ("images_per_day", 10000),
-            ("images_per_hour", 10000),
-        ]:
-            await db.execute(
-                "INSERT INTO limit_rules VALUES ($1, 'guild', $2, $3, $4)",
-                guild_id,
-                guild_id,
-                name,
-                value,
-            )
-    await db.close()
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from backends.untrusted import (
     TooManyPixels,
     address_refusal,
     check_image,
+    check_image_sync,
     checked_seed,
     clean_upstream_text,
     decode_base64_image,
@@ -537,23 +539,103 @@ async def test_check_image_refuses_a_png_whose_bytes_were_changed() -> None:
         await check_image(without_end)
 
 
-def png_with_pixel_stream(width: int, height: int, stream: bytes | None) -> bytes:
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ROWS_8X8 = (b"\x00" + bytes(range(24))) * 8  # 8 rows of 8 RGB pixels, each with filter "none"
+# (width, rows) of each of Adam7's seven passes over an 8×8 image, in order
+ADAM7_8X8 = [(1, 1), (1, 1), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4)]
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: its length, type, data and a valid CRC."""
+    checksum = struct.pack(">I", zlib.crc32(kind + body))
+    return struct.pack(">I", len(body)) + kind + body + checksum
+
+
+def png_with_pixel_stream(
+    width: int, height: int, stream: bytes | None, *, interlace: int = 0
+) -> bytes:
     """An RGB PNG whose checksums are all valid, with `stream` as its pixel data (no IDAT
-    chunk when None)."""
+    chunk when None), interlaced with Adam7 when `interlace` is 1."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace)
+    pixels = b"" if stream is None else png_chunk(b"IDAT", stream)
+    return PNG_SIGNATURE + png_chunk(b"IHDR", header) + pixels + png_chunk(b"IEND", b"")
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        checksum = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + checksum
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = b"" if stream is None else chunk(b"IDAT", stream)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+def split_png() -> list[bytes]:
+    """The chunks of a valid 8×8 PNG as an upstream may send it: its pixel stream in two IDAT
+    chunks, then a text chunk, which Pillow reads only after the pixels."""
+    stream = zlib.compress(ROWS_8X8)
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    return [
+        png_chunk(b"IHDR", header),
+        png_chunk(b"IDAT", stream[:20]),
+        png_chunk(b"IDAT", stream[20:]),
+        png_chunk(b"tEXt", b"parameters\0a lighthouse"),
+        png_chunk(b"IEND", b""),
+    ]
+
+
+SPLIT_PNG = PNG_SIGNATURE + b"".join(split_png())
+
+
+@pytest.mark.parametrize(
+    ("index", "why"),
+    [
+        (0, "not a PNG"),  # Pillow checks the chunks before the pixels as it opens the file
+        (2, "its IDAT chunk fails its checksum"),
+        (3, "its tEXt chunk fails its checksum"),
+        (4, "its IEND chunk fails its checksum"),
+    ],
+    ids=["IHDR", "IDAT", "tEXt", "IEND"],
+)
+async def test_check_image_refuses_a_png_whose_chunk_fails_its_crc(index: int, why: str) -> None:
+    chunks = split_png()
+    assert await check_image(PNG_SIGNATURE + b"".join(chunks)) == ImageFacts(8, 8, "PNG")
+    chunks[index] = chunks[index][:-1] + bytes([chunks[index][-1] ^ 1])  # its CRC, a bit off
+    with pytest.raises(BadOutput, match=why):
+        await check_image(PNG_SIGNATURE + b"".join(chunks))
+
+
+def test_check_image_sync_refuses_a_png_with_any_byte_changed() -> None:
+    """Every byte of a PNG is its signature, a chunk's length or under a CRC: a change
+    anywhere is refused, always as BadOutput."""
+    for index in range(len(SPLIT_PNG)):
+        damaged = bytearray(SPLIT_PNG)
+        damaged[index] ^= 0x10
+        with pytest.raises(BadOutput):
+            check_image_sync(bytes(damaged))
+
+
+async def test_check_image_refuses_a_png_cut_short_anywhere() -> None:
+    for end in range(len(SPLIT_PNG)):
+        with pytest.raises(BadOutput):
+            await check_image(SPLIT_PNG[:end])
+    with pytest.raises(BadOutput, match="no IEND"):
+        await check_image(SPLIT_PNG[:-12])
+    with pytest.raises(BadOutput, match="its tEXt chunk runs past the end"):
+        await check_image(SPLIT_PNG[:-20])
+
+
+@pytest.mark.parametrize("length", [36, 2**31 - 1, 2**32 - 1])
+async def test_check_image_refuses_a_chunk_whose_length_runs_past_the_end(length: int) -> None:
+    """The tEXt chunk's 23 bytes, its CRC and the IEND chunk after it leave room for 35."""
+    chunks = split_png()
+    chunks[3] = struct.pack(">I", length) + chunks[3][4:]
+    with pytest.raises(BadOutput, match="its tEXt chunk runs past the end"):
+        await check_image(PNG_SIGNATURE + b"".join(chunks))
+
+
+async def test_check_image_refuses_a_png_that_does_not_start_with_its_header() -> None:
+    chunks = split_png()
+    text_first = PNG_SIGNATURE + chunks[3] + b"".join(chunks[:3]) + chunks[4]
+    with pytest.raises(BadOutput, match="does not start with its IHDR chunk"):
+        await check_image(text_first)
 
 
 @pytest.mark.parametrize(
     ("stream", "why"),
     [
-        (None, "does not decode"),  # Pillow's own check fails (an IndexError inside)
+        (None, "no pixel data"),  # no IDAT chunk at all
         (zlib.compress(b""), "cut short"),  # a stream of nothing
         (zlib.compress(bytes(1 + 8 * 3) * 7), "cut short"),  # 7 rows of 8
         (zlib.compress(bytes(1 + 8 * 3) * 9), "cut short or too long"),  # 9 rows of 8
@@ -569,10 +651,27 @@ async def test_check_image_refuses_a_png_whose_pixel_stream_does_not_fit_its_siz
 
 
 async def test_check_image_accepts_a_png_whose_pixel_stream_fits_its_size() -> None:
-    rows = (b"\x00" + bytes(range(24))) * 8
-    assert await check_image(png_with_pixel_stream(8, 8, zlib.compress(rows))) == ImageFacts(
-        8, 8, "PNG"
-    )
+    png = png_with_pixel_stream(8, 8, zlib.compress(ROWS_8X8))
+    assert await check_image(png) == ImageFacts(8, 8, "PNG")
+
+
+async def test_check_image_holds_a_small_interlaced_png_to_its_seven_passes() -> None:
+    """Interlaced, the pixel stream is Adam7's seven passes of rows, each pass narrower than
+    the image: a small image's stream must inflate to exactly them, each row with a valid
+    filter. No other interlacing exists."""
+    rows = [b"\x00" + bytes(3 * width) for width, count in ADAM7_8X8 for _ in range(count)]
+    whole = png_with_pixel_stream(8, 8, zlib.compress(b"".join(rows)), interlace=1)
+    with Image.open(io.BytesIO(whole)) as im:
+        im.load()  # Pillow decodes it: a valid image
+    assert await check_image(whole) == ImageFacts(8, 8, "PNG")
+    short = png_with_pixel_stream(8, 8, zlib.compress(b"".join(rows[:-1])), interlace=1)
+    with pytest.raises(BadOutput, match="cut short"):
+        await check_image(short)
+    bad_filter = b"".join(rows[:-1]) + b"\x07" + rows[-1][1:]
+    with pytest.raises(BadOutput, match="no valid filter"):
+        await check_image(png_with_pixel_stream(8, 8, zlib.compress(bad_filter), interlace=1))
+    with pytest.raises(BadOutput, match="unknown interlace method 2"):
+        await check_image(png_with_pixel_stream(8, 8, zlib.compress(b"".join(rows)), interlace=2))
 
 
 async def test_check_image_refuses_a_png_whose_pixel_data_is_not_a_stream() -> None:
@@ -593,7 +692,89 @@ async def test_check_image_refuses_empty_and_too_many_bytes() -> None:
         await check_image(PNG, ImageLimits(max_bytes=len(PNG) - 1))
 
 
-async def test_check_image_leaves_the_loop_running() -> None:
+@pytest.fixture(scope="module")
+def big_png() -> bytes:
+    """A 1024² PNG of random pixels, which PNG cannot compress: over INLINE_CHECK_BYTES."""
+    noise = Image.frombytes("RGB", (1024, 1024), os.urandom(1024 * 1024 * 3))
+    out = io.BytesIO()
+    noise.save(out, format="PNG", compress_level=1)
+    assert out.tell() > untrusted.INLINE_CHECK_BYTES
+    return out.getvalue()
+
+
+@pytest.fixture
+def check_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread each `check_image_sync` call ran in, as they come."""
+    names: list[str] = []
+    real = untrusted.check_image_sync
+
+    def recorded(data: bytes, limits: ImageLimits) -> ImageFacts:
+        names.append(threading.current_thread().name)
+        return real(data, limits)
+
+    monkeypatch.setattr(untrusted, "check_image_sync", recorded)
+    return names
+
+
+async def test_check_image_checks_a_small_png_on_the_loop(
+    check_threads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PNG of at most INLINE_CHECK_BYTES is checked without the hop to a thread (its CPU,
+    system calls and wake-up of the loop), holding the loop for under a millisecond."""
+    loop_thread = threading.current_thread().name
+    assert await check_image(SPLIT_PNG) == ImageFacts(8, 8, "PNG")
+    assert check_threads == [loop_thread]
+    monkeypatch.setattr(untrusted, "INLINE_CHECK_BYTES", len(SPLIT_PNG))
+    await check_image(SPLIT_PNG)
+    assert check_threads[1] == loop_thread
+    monkeypatch.setattr(untrusted, "INLINE_CHECK_BYTES", len(SPLIT_PNG) - 1)
+    await check_image(SPLIT_PNG)
+    assert check_threads[2].startswith("image-check")
+
+
+@pytest.mark.parametrize("fmt", ["big PNG", "JPEG", "WEBP"])
+async def test_check_image_checks_a_big_png_and_every_jpeg_and_webp_on_the_image_threads(
+    check_threads: list[str], big_png: bytes, fmt: str
+) -> None:
+    data = big_png if fmt == "big PNG" else encode(fmt)
+    await check_image(data)
+    assert len(check_threads) == 1 and check_threads[0].startswith("image-check")
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        (b"iCCP", b"a profile\0\0" + zlib.compress(bytes(1000))),
+        (b"zTXt", b"Comment\0\0" + zlib.compress(b"a lighthouse")),
+        (b"iTXt", b"Comment\0\x01\0\0\0" + zlib.compress(b"a lighthouse")),
+    ],
+    ids=["iCCP", "zTXt", "iTXt"],
+)
+async def test_check_image_checks_a_png_with_chunks_pillow_inflates_on_the_image_threads(
+    check_threads: list[str], kind: bytes, body: bytes
+) -> None:
+    """Pillow inflates these (up to 1 MiB each) as it opens a PNG: a few kB of them made on
+    purpose would hold the loop for seconds."""
+    chunks = split_png()
+    png = PNG_SIGNATURE + chunks[0] + png_chunk(kind, body) + b"".join(chunks[1:])
+    assert await check_image(png) == ImageFacts(8, 8, "PNG")
+    assert len(check_threads) == 1 and check_threads[0].startswith("image-check")
+
+
+async def test_check_image_checks_a_png_of_many_chunks_on_the_image_threads(
+    check_threads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow, and the check, read each chunk in Python: 170 000 empty ones in 2 MiB would
+    hold the loop for a tenth of a second or more."""
+    monkeypatch.setattr(untrusted, "INLINE_CHECK_CHUNKS", 5)  # the chunks of SPLIT_PNG
+    await check_image(SPLIT_PNG)
+    monkeypatch.setattr(untrusted, "INLINE_CHECK_CHUNKS", 4)
+    await check_image(SPLIT_PNG)
+    assert check_threads[0] == threading.current_thread().name
+    assert check_threads[1].startswith("image-check")
+
+
+async def test_check_image_leaves_the_loop_running(big_png: bytes) -> None:
     ticks = 0
     done = asyncio.Event()
 
@@ -604,8 +785,7 @@ async def test_check_image_leaves_the_loop_running() -> None:
             await asyncio.sleep(0)
 
     task = asyncio.create_task(ticker())
-    big = encode("PNG", (3000, 3000))
-    await check_image(big, ImageLimits(max_pixels=10_000_000))
+    await check_image(big_png)
     done.set()
     await task
     assert ticks > 1

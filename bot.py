@@ -137,9 +137,17 @@ class ImagineBot(commands.AutoShardedBot):
             moderator_channels=moderation.modlog_channels,
             clock=self.clock,
         )
+        admission = Admission(
+            db,
+            store,
+            self.clock,
+            max_queue_length=settings.max_queue_length,
+            max_jobs_in_flight=settings.max_jobs_in_flight,
+        )
         runner = JobRunner(
             db,
             store,
+            admission,
             built.backend,
             reporter,
             self.clock,
@@ -154,20 +162,12 @@ class ImagineBot(commands.AutoShardedBot):
                 renew_every=settings.lease_renew_seconds,
             ),
         )
-        admission = Admission(
-            db,
-            store,
-            self.clock,
-            max_queue_length=settings.max_queue_length,
-            max_jobs_in_flight=settings.max_jobs_in_flight,
-        )
         self.services = Services(
             settings=settings,
             clock=self.clock,
             db=db,
             backend=built.backend,
             jobs=store,
-            admission=admission,
             intake=intake,
             runner=runner,
             moderation=moderation,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clock import Clock
-from jobs.admission import Admission
 from jobs.backend import Backend
 from jobs.intake import Intake
 from jobs.runner import JobRunner
@@ -24,7 +23,6 @@ class Services:
     db: Database
     backend: Backend
     jobs: JobStore
-    admission: Admission
     intake: Intake
     runner: JobRunner
     moderation: Moderation

@@ -402,7 +402,8 @@ def _damaged_png(reason: str) -> BadOutput:
 def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Pillow's lazy `Image.open` of `data`, refused unless PNG/JPEG/WebP within
     `limits.max_pixels` (`TooManyPixels`, else `BadOutput`); nothing is decoded yet. The
-    caller closes it. Blocks: call it in a worker thread."""
+    caller closes it. Blocks: call it in a worker thread (`check_image` calls it on the loop
+    only for a PNG `_checks_quickly` admits)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -248,7 +248,7 @@ class Imagine(commands.Cog):
             age_restricted=_age_restricted(interaction),
             upload_limit=interaction.filesize_limit,
         )
-        outcome = await services.admission.admit(
+        outcome = await services.runner.admit(
             Ticket(
                 origin=origin,
                 request=request,
@@ -264,8 +264,6 @@ class Imagine(commands.Cog):
         if isinstance(outcome, Refused):
             await interaction.delete_original_response()
             await interaction.followup.send(wording.refusal_text(outcome.refusal), ephemeral=True)
-        else:
-            services.runner.enqueue(outcome.job)
 
     # -- buttons ---------------------------------------------------------------------------
 

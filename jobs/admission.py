@@ -9,6 +9,7 @@ layer's (`cogs/utils/wording.py`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from clock import Clock
@@ -16,13 +17,13 @@ from jobs import intake
 from jobs import store as job_store
 from jobs.backend import Generation
 from jobs.model import Charge, Job, JobKind, JobState, Origin
-from jobs.store import JobStore
+from jobs.store import Claimed, JobStore
 from quota import ledger
 from quota import store as quota_store
 from quota.allotments import AllotmentUse
 from quota.blocklist import blocked_word
 from quota.limits import LimitReached, check, resolve
-from storage import Database
+from storage import Connection, Database
 
 # A rough figure for "busy, try again in ...": how long one job holds a slot at the backend.
 TYPICAL_JOB_SECONDS = 20.0
@@ -94,6 +95,11 @@ Refusal = (
 @dataclass(frozen=True)
 class Admitted:
     job: Job
+    claimed: Claimed | None = None  # what `admit`'s `claim` took in the same transaction
+
+
+# Claims the next jobs in line inside admission's (exclusive) transaction.
+ClaimIn = Callable[[Connection], Awaitable[Claimed]]
 
 
 @dataclass(frozen=True)
@@ -117,12 +123,16 @@ class Admission:
         self._max_queue_length = max_queue_length
         self._max_jobs_in_flight = max_jobs_in_flight
 
-    async def admit(self, ticket: Ticket) -> Admitted | Refused:
+    async def admit(self, ticket: Ticket, *, claim: ClaimIn | None = None) -> Admitted | Refused:
+        """Check every rule, reserve the credit and insert the job in line; then, when given,
+        `claim` the next jobs in the same transaction (made exclusive for it: its lock is
+        taken first, before the account's row lock, so claims elsewhere cannot deadlock
+        with it)."""
         now = self._clock()
         origin = ticket.origin
         guild_id = origin.guild_id or 0
         cost = ticket.request.images
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(exclusive=claim is not None) as conn:
             if ticket.interaction_id is not None:
                 await intake.forget_in(conn, ticket.interaction_id)  # answered either way
             balance = await ledger.lock_balance(conn)
@@ -172,4 +182,5 @@ class Admission:
                 created_at=now,
             )
             await self._jobs.insert(conn, job)
-        return Admitted(job)
+            claimed = await claim(conn) if claim is not None else None
+        return Admitted(job, claimed)

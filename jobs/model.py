@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -158,11 +158,13 @@ class Job:
 
 
 _JOB_FIELDS = frozenset(field.name for field in fields(Job))
+_GENERATION_FIELDS = tuple(field.name for field in fields(Generation))
 
 
 def request_to_json(request: Generation) -> str:
     """The request as stored with its job (an init image as base64)."""
-    data = asdict(request)
+    # Shallow: every field is a plain value (asdict's deep copy was a cost of every job).
+    data = {name: getattr(request, name) for name in _GENERATION_FIELDS}
     if request.init_image is not None:
         data["init_image"] = base64.b64encode(request.init_image).decode("ascii")
     return json.dumps(data)

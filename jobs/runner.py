@@ -7,10 +7,12 @@ job's credit in the same transaction, so a job is delivered once and charged onc
 The queue is the database's: admitted jobs wait there, and whenever there is room at the
 backend a process claims the next ones in the fair order (`JobStore.claim_next`: members in
 turn, across every process sharing the database), counting the cap on jobs at the backend in
-the same statement. A claimed job belongs to the process that claimed it (jobs.leases); only
-that process moves it. A process that restarts under the same identity resumes its own jobs
-at once; the jobs of a process whose lease has expired are taken over by a live one at its
-next sweep. Members are shown their place in line by the process that admitted their job.
+the same statement. Admission claims in its own transaction, so on a bot with room a new job
+starts without a second write; the dispatcher claims when room is made. A claimed job belongs
+to the process that claimed it (jobs.leases); only that process moves it. A process that
+restarts under the same identity resumes its own jobs at once; the jobs of a process whose
+lease has expired are taken over by a live one at its next sweep. Members are shown their
+place in line by the process that admitted their job.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from clock import Clock
+from jobs.admission import Admission, Admitted, Refused, Ticket
 from jobs.backend import (
     Backend,
     BackendError,
@@ -48,10 +51,10 @@ from jobs.reporting import (
     Stage,
     Update,
 )
-from jobs.store import JobStore
+from jobs.store import Claimed, JobStore
 from quota import ledger
 from quota.store import add_grant
-from storage import Database, StorageError
+from storage import Connection, Database, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class JobRunner:
         self,
         db: Database,
         store: JobStore,
+        admission: Admission,
         backend: Backend,
         reporter: Reporter,
         clock: Clock,
@@ -91,6 +95,7 @@ class JobRunner:
     ) -> None:
         self._db = db
         self._store = store
+        self._admission = admission
         self._backend = backend
         self._reporter = reporter
         self._sources = sources
@@ -101,6 +106,9 @@ class JobRunner:
         # This process's jobs in line (admitted or taken over here), for their places.
         self._waiting: dict[str, Job] = {}
         self._changed = asyncio.Event()  # room or a job in line, maybe: claim again
+        # Held from a claim until its jobs run here, so none looks orphaned meanwhile.
+        self._claiming = asyncio.Lock()
+        self._claims_cut_short = False  # a claim may have taken jobs no task runs
         self._positions_stale = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Task[None]] = {}  # job id → the task running it
@@ -130,11 +138,25 @@ class JobRunner:
             asyncio.create_task(self._show_positions(), name="queue-positions"),
         ]
 
-    def enqueue(self, job: Job) -> None:
-        """A job admitted here has joined the line (in the database): claim it now if there
-        is room, else show the member their place."""
-        self._waiting[job.id] = job
-        self._changed.set()  # the dispatcher shows the places if the job has to wait
+    async def admit(self, ticket: Ticket) -> Admitted | Refused:
+        """Admit a member's job (jobs.admission: the rules, the credit) and, in the same
+        transaction, claim the next jobs in line if there is room: the new one among them
+        unless others wait before it. A job left waiting is shown its place."""
+        try:
+            async with self._claiming:
+                outcome = await self._admission.admit(ticket, claim=self._claim_in)
+                if isinstance(outcome, Admitted):
+                    self._waiting[outcome.job.id] = outcome.job
+                    self._start(outcome.claimed)
+        except BaseException:
+            # A commit whose answer was lost may have claimed jobs: the dispatcher looks.
+            self._claims_cut_short = True
+            self._changed.set()
+            raise
+        return outcome
+
+    async def _claim_in(self, conn: Connection) -> Claimed:
+        return await self._store.claim_next(self._cap(), limit=CLAIM_BATCH, conn=conn)
 
     async def stop(self) -> None:
         """Stop taking jobs. With another process alive, this one's jobs are handed to it
@@ -190,30 +212,37 @@ class JobRunner:
 
     async def _dispatch(self) -> None:
         """Claim the next jobs whenever there may be room and jobs in line: at once when one
-        of ours ends or is admitted, else at the next look (another process's, or a backend
+        of ours leaves the backend, else at the next look (another process's, or a backend
         whose capacity changed without telling us: a server came back)."""
         while True:
             self._changed.clear()
             try:
-                claimed = await self._store.claim_next(self._cap(), limit=CLAIM_BATCH)
+                if self._claims_cut_short:
+                    await self._unclaim_orphans()
+                async with self._claiming:
+                    claimed = await self._store.claim_next(self._cap(), limit=CLAIM_BATCH)
+                    self._start(claimed)
             except Exception as error:
                 # Whatever went wrong, the claim may have been written: jobs it took and no
-                # task runs go back in line, and the dispatcher carries on.
+                # task runs go back in line at the next look, and the dispatcher carries on.
                 log.error("could not claim the next jobs (%r); trying again", error)
-                with contextlib.suppress(Exception):
-                    await self._unclaim_orphans()
+                self._claims_cut_short = True
             else:
-                for job in claimed.jobs:
-                    self._waiting.pop(job.id, None)
-                    self._spawn(self._run(job, claimed.paused_reason), job.id)
-                if self._waiting:  # jobs of ours still in line: their places changed
-                    self._positions_stale.set()
-                if claimed.jobs:
-                    continue
+                if len(claimed.jobs) == CLAIM_BATCH:
+                    continue  # a full batch: more may fit (fewer: the line or the cap ended it)
             poll = CLAIM_POLL_WAITING if self._waiting else CLAIM_POLL_IDLE
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll):
                     await self._changed.wait()
+
+    def _start(self, claimed: Claimed | None) -> None:
+        """Run the jobs just claimed here; the places of ours still in line have changed."""
+        if claimed is not None:
+            for job in claimed.jobs:
+                self._waiting.pop(job.id, None)
+                self._spawn(self._run(job, claimed.paused_reason), job.id)
+        if self._waiting:
+            self._positions_stale.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], job_id: str) -> None:
         task = asyncio.create_task(coro)
@@ -239,13 +268,15 @@ class JobRunner:
         """Put back in line this process's claimed jobs that no task here runs: a claim
         whose commit was cut short (a lost connection, a shutdown's cancel) may have taken
         them. None was sent (only a job's task sends it), so none is lost or charged."""
-        for job in await self._store.unfinished(own=True):
-            starting = job.state in (JobState.STARTING, JobState.SUBMITTING)
-            if starting and job.id not in self._running:
-                back = await self._store.advance(job, JobState.QUEUED)
-                if back is not None:
-                    log.warning("job %s was claimed but not started; back in line", job.id)
-                    self._waiting[back.id] = back
+        async with self._claiming:  # no claim is between its commit and its tasks
+            for job in await self._store.unfinished(own=True):
+                starting = job.state in (JobState.STARTING, JobState.SUBMITTING)
+                if starting and job.id not in self._running:
+                    back = await self._store.advance(job, JobState.QUEUED)
+                    if back is not None:
+                        log.warning("job %s was claimed but not started; back in line", job.id)
+                        self._waiting[back.id] = back
+            self._claims_cut_short = False
 
     async def _show_positions(self) -> None:
         """Show each member of this process's jobs in line their place in the one line,

@@ -59,29 +59,31 @@ async def queued_count(conn: Connection) -> int:
 async def member_activity(
     conn: Connection, guild_id: int, user_id: int, *, since: float
 ) -> MemberActivity:
+    """One statement: the member's figures in a one-row table, joined to their counted jobs
+    since `since` (none: one row of NULLs)."""
     rows = await conn.fetch(
-        """SELECT created_at, cost FROM jobs
-           WHERE user_id = $1 AND guild_id = $2 AND created_at > $3 AND charge IN ($4, $5)
-           ORDER BY created_at""",
+        """SELECT member.last_job_at, member.running, recent.created_at, recent.cost
+           FROM (SELECT (SELECT MAX(created_at) FROM jobs
+                         WHERE user_id = $1 AND guild_id = $2) AS last_job_at,
+                        (SELECT COUNT(*) FROM jobs
+                         WHERE user_id = $1 AND state IN ($6, $7, $8, $9, $10)) AS running
+                ) AS member
+           LEFT JOIN jobs AS recent
+             ON recent.user_id = $1 AND recent.guild_id = $2 AND recent.created_at > $3
+            AND recent.charge IN ($4, $5)
+           ORDER BY recent.created_at""",
         user_id,
         guild_id,
         since,
         *_COUNTED,
-    )
-    last = await conn.fetchval(
-        "SELECT MAX(created_at) FROM jobs WHERE user_id = $1 AND guild_id = $2",
-        user_id,
-        guild_id,
-    )
-    running = await conn.fetchval(
-        "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND state IN ($2, $3, $4, $5, $6)",
-        user_id,
         *(state.value for state in _UNFINISHED),
     )
     return MemberActivity(
-        recent=tuple((row["created_at"], row["cost"]) for row in rows),
-        running=running or 0,
-        last_job_at=last,
+        recent=tuple(
+            (row["created_at"], row["cost"]) for row in rows if row["created_at"] is not None
+        ),
+        running=rows[0]["running"],
+        last_job_at=rows[0]["last_job_at"],
     )
 
 
@@ -233,19 +235,21 @@ class JobStore:
             self.clock(),
         )
 
-    async def claim_next(self, cap: int, *, limit: int) -> Claimed:
+    async def claim_next(self, cap: int, *, limit: int, conn: Connection | None = None) -> Claimed:
         """Claim the next jobs in line (every process's) in the fair order, as many as fit
         under `cap` jobs at the backend (every process's counted) and at most `limit`. Each
         becomes this process's and moves on: to STARTING when it must first read its source
         image, else to SUBMITTING. A job put back in line is not claimed before its
         `not_before`.
 
-        One exclusive statement (see `Database.fetch_exclusive`): two processes never take
-        the same job, nor together more places than the cap.
+        One exclusive statement (see `Database.fetch_exclusive`), or with `conn` one
+        statement inside the caller's exclusive transaction (`transaction(exclusive=True)`):
+        two processes never take the same job, nor together more places than the cap.
         """
         now = self.clock()
         kinds = ", ".join(f"${i}" for i in range(9, 9 + len(_NEEDS_SOURCE)))
-        rows = await self.db.fetch_exclusive(
+        fetch = self.db.fetch_exclusive if conn is None else conn.fetch
+        rows = await fetch(
             f"""UPDATE jobs SET state = CASE WHEN kind IN ({kinds}) THEN $1 ELSE $2 END,
                    owner = $3, updated_at = $4
                WHERE state = $5 AND id IN (

@@ -107,6 +107,8 @@ def _pattern(word: str) -> re.Pattern[str] | None:
 def blocked_word(prompt: str, words: list[str]) -> str | None:
     """The first of `words` found in `prompt` as a whole word or phrase, compared as
     skeletons (see `skeleton`), or None. Returns the word as listed, for the refusal."""
+    if not words:
+        return None  # most servers list none: the prompt's skeleton is not worth making
     text = skeleton(prompt)
     for word in words:
         pattern = _pattern(word)

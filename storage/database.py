@@ -42,20 +42,25 @@ class Database(Connection, Protocol):
         ...
 
     async def fetch_exclusive(self, sql: str, *args: Any) -> list[Row]:
-        """Run one statement that no other `fetch_exclusive` runs beside, in any process
+        """Run one statement that no other exclusive work runs beside, in any process
         sharing the database: for a read-then-write that must not race (the claim of the
-        next job against the cap on jobs at the backend). One round trip on SQLite, whose
-        write lock already serialises writing statements; a transaction holding an
-        advisory lock on PostgreSQL."""
+        next job against the cap on jobs at the backend). `transaction(exclusive=True)`
+        around one statement: one round trip on SQLite, whose write lock already serialises
+        writing statements."""
         ...
 
-    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+    def transaction(self, *, exclusive: bool = False) -> AbstractAsyncContextManager[Connection]:
         """One transaction: committed when the block ends, rolled back if it raises.
 
         Writers are serialised: SQLite takes the database's write lock at once (BEGIN
         IMMEDIATE); on PostgreSQL callers lock rows with SELECT ... FOR UPDATE (dropped on
         SQLite, where it is not needed). Inside the block use only the yielded connection:
         the database's own methods raise there rather than deadlock or escape the transaction.
+
+        `exclusive`: no other exclusive transaction or `fetch_exclusive` runs beside this one
+        until it ends, in any process (SQLite's write lock already gives that; PostgreSQL
+        takes an advisory lock first thing, before any row lock, and reads at READ COMMITTED
+        so each statement sees what the previous holder committed).
         """
         ...
 

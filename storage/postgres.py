@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -23,7 +23,7 @@ _UNAVAILABLE = (
     asyncpg.InsufficientResourcesError,
 )
 
-# The advisory lock key `fetch_exclusive` holds (any constant; no other lock uses it).
+# The advisory lock key exclusive transactions hold (any constant; no other lock uses it).
 _EXCLUSIVE_LOCK = 0x5D1A_C1A1
 
 _PASSWORD = re.compile(r"://[^:/@]*:([^@]*)@")
@@ -94,7 +94,7 @@ class _NoSessionState(asyncpg.Connection):
     """A connection that goes back to the pool without asyncpg's reset query.
 
     The bot leaves no session state behind: no SET, LISTEN, cursor or session-level advisory
-    lock (`fetch_exclusive`'s lock ends with its transaction). So the reset query asyncpg
+    lock (an exclusive transaction's lock ends with it). So the reset query asyncpg
     sends on every release (`RESET ALL`, `UNLISTEN *`...; one round trip in five, measured
     by bench/takeover.py) is skipped; an open transaction is still rolled back.
     """
@@ -148,18 +148,15 @@ class PostgresDatabase:
         return await self._session.fetchval(sql, *args)
 
     async def fetch_exclusive(self, sql: str, *args: Any) -> list[Row]:
-        # The lock is taken before the statement's snapshot, so the statement sees every
-        # change committed by the previous holder: true under READ COMMITTED, which is
-        # asked for whatever the server's default isolation.
-        async with self._transaction(isolation="read_committed") as session:
-            await session.execute("SELECT pg_advisory_xact_lock($1)", _EXCLUSIVE_LOCK)
+        async with self.transaction(exclusive=True) as session:
             return await session.fetch(sql, *args)
 
-    def transaction(self) -> AbstractAsyncContextManager[_Session]:
-        return self._transaction()
-
     @asynccontextmanager
-    async def _transaction(self, isolation: str | None = None) -> AsyncIterator[_Session]:
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[_Session]:
+        """See `Database.transaction`. READ COMMITTED whatever the server's default: the
+        bot's transactions are written for it (row locks), and an exclusive one's lock is
+        taken before its statements' snapshots, so they see every change committed by the
+        previous holder."""
         self._refuse_inside_own_transaction()
         task = asyncio.current_task()
         assert task is not None
@@ -170,9 +167,11 @@ class PostgresDatabase:
                 session = _Session(conn)
                 conn.add_termination_listener(session.on_lost)
                 stack.callback(_stop_listening, conn, session)
-                transaction = conn.transaction(isolation=isolation)
+                transaction = conn.transaction(isolation="read_committed")
                 await session.call(transaction.start)
                 try:
+                    if exclusive:
+                        await session.execute("SELECT pg_advisory_xact_lock($1)", _EXCLUSIVE_LOCK)
                     yield session
                 except BaseException:
                     # If this fails too (a lost connection: the server has rolled back), the

@@ -178,7 +178,8 @@ class SqliteDatabase:
         return await self.fetch(sql, *args)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Session]:
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[_Session]:
+        # Every transaction here is exclusive: BEGIN IMMEDIATE holds the write lock.
         self._refuse_inside_own_transaction()
         async with self._lock:
             self._owner = asyncio.current_task()

@@ -44,7 +44,7 @@ from jobs.store import Claimed, JobStore
 from quota import ledger
 from quota.limits import LimitField, Rule, ScopeKind
 from quota.store import set_rule
-from storage import Database, StorageError, open_database
+from storage import Connection, Database, StorageError, open_database
 from tests.harness import FakeClock
 
 GUILD, CHANNEL, USER = 1, 2, 42
@@ -222,11 +222,10 @@ class World:
             interaction_token="token",
             token_expires_at=now + TOKEN_LIFETIME,
         )
-        outcome = await self.admission.admit(
+        outcome = await self.runner.admit(
             Ticket(origin, Generation(prompt="a lighthouse", images=IMAGES))
         )
         assert isinstance(outcome, Admitted), outcome
-        self.runner.enqueue(outcome.job)
         return outcome.job
 
     async def job(self, job_id: str) -> Job:
@@ -258,9 +257,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             await set_rule(conn, GUILD, Rule(ScopeKind.GUILD, GUILD, limit, value))
     store = JobStore(db, clock, "process-under-test")
     backend, reporter = ScriptedBackend(), RecordingReporter()
+    admission = Admission(db, store, clock, max_queue_length=100, max_jobs_in_flight=4)
     runner = JobRunner(
         db,
         store,
+        admission,
         backend,
         reporter,
         clock,
@@ -268,7 +269,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         intake=Intake(db, clock, store.owner),
         max_in_flight=4,
     )
-    admission = Admission(db, store, clock, max_queue_length=100, max_jobs_in_flight=4)
     await runner.start()
     yield World(db, clock, store, admission, backend, reporter, runner)
     await runner.stop()
@@ -392,44 +392,105 @@ async def test_not_accepted_puts_the_job_back_in_line_then_it_is_done(world):
     await assert_settled(world, done, spent=True)
 
 
+async def test_a_job_admitted_with_room_is_claimed_in_its_admission(world, monkeypatch):
+    """No second write and no dispatcher round: the claim is a statement of admission's own
+    transaction, and the dispatcher does not look again after a claim that emptied the line."""
+    real_claim = world.store.claim_next
+    claims: list[str] = []
+
+    async def counted_claim(cap: int, *, limit: int, conn: Connection | None = None) -> Claimed:
+        claimed = await real_claim(cap, limit=limit, conn=conn)
+        claims.append(f"{'admission' if conn else 'dispatcher'}:{len(claimed.jobs)}")
+        return claimed
+
+    monkeypatch.setattr(world.store, "claim_next", counted_claim)
+    world.backend.plans.append(Plan())
+    job = await world.admit()
+    assert claims == ["admission:1"]
+    assert (await world.ended(job.id)).state is JobState.DONE
+    assert claims == ["admission:1"]  # the job's end made room, but nothing waits here
+
+
+async def hold_every_place(world: World) -> list[asyncio.Event]:
+    """Four jobs held at the backend (the cap): the next one admitted waits in line."""
+    finishes = [asyncio.Event() for _ in range(4)]
+    world.backend.plans.extend(Plan(finish=finish) for finish in finishes)
+    for _ in finishes:
+        await world.admit()
+    await world.backend.following.until(lambda: len(world.backend.followed) == 4)
+    return finishes
+
+
+async def test_a_job_waiting_for_room_is_claimed_once_one_leaves_the_backend(world):
+    finishes = await hold_every_place(world)
+    waiting = await world.admit()
+    assert (await world.job(waiting.id)).state is JobState.QUEUED
+
+    finishes[0].set()
+    await world.reporter.changed.until(lambda: len(world.reporter.deliveries) == 2)
+    for finish in finishes[1:]:
+        finish.set()
+    assert (await world.ended(waiting.id)).state is JobState.DONE
+
+
 async def test_an_unexpected_error_in_a_claim_does_not_stop_the_runner(world, monkeypatch):
+    finishes = await hold_every_place(world)
+    waiting = await world.admit()
     real_claim = world.store.claim_next
     failures = [ValueError("a row this version cannot read")]
 
-    async def claim_once_broken(cap: int, *, limit: int) -> Claimed:
+    async def claim_once_broken(cap: int, *, limit: int, conn: Connection | None = None) -> Claimed:
         if failures:
             raise failures.pop()
-        return await real_claim(cap, limit=limit)
+        return await real_claim(cap, limit=limit, conn=conn)
 
     monkeypatch.setattr(world.store, "claim_next", claim_once_broken)
-    world.backend.plans.append(Plan())
-    job = await world.admit()
-    await world.reporter.changed.until(lambda: bool(world.reporter.deliveries), timeout=5)
-    assert (await world.ended(job.id)).state is JobState.DONE
+    for finish in finishes:
+        finish.set()
+    await world.reporter.changed.until(lambda: len(world.reporter.deliveries) == 5, timeout=5)
+    assert (await world.ended(waiting.id)).state is JobState.DONE
     assert failures == []  # the broken claim happened, and the next one ran the job
 
 
 async def test_jobs_a_cut_short_claim_took_go_back_in_line_and_run(world, monkeypatch):
     """A claim written to the database whose answer never came (a lost connection during
     its commit): the jobs it took are this process's, and no task runs them."""
+    finishes = await hold_every_place(world)
+    waiting = await world.admit()
     real_claim = world.store.claim_next
-    lost = []
+    lost: list[Job] = []
 
-    async def claim_then_lose_the_answer(cap: int, *, limit: int) -> Claimed:
-        claimed = await real_claim(cap, limit=limit)
+    async def claim_then_lose_the_answer(
+        cap: int, *, limit: int, conn: Connection | None = None
+    ) -> Claimed:
+        claimed = await real_claim(cap, limit=limit, conn=conn)
         if claimed.jobs and not lost:
             lost.extend(claimed.jobs)
             raise StorageError("connection lost during COMMIT")
         return claimed
 
     monkeypatch.setattr(world.store, "claim_next", claim_then_lose_the_answer)
-    world.backend.plans.append(Plan())
-    job = await world.admit()
-    await world.reporter.changed.until(lambda: bool(world.reporter.deliveries), timeout=5)
-    done = await world.ended(job.id)
-    assert [j.id for j in lost] == [job.id]
-    assert done.state is JobState.DONE and world.backend.submits == 1
-    await assert_settled(world, done, spent=True)
+    for finish in finishes:
+        finish.set()
+    await world.reporter.changed.until(lambda: len(world.reporter.deliveries) == 5, timeout=5)
+    done = await world.ended(waiting.id)
+    assert [j.id for j in lost] == [waiting.id]
+    assert done.state is JobState.DONE and world.backend.submits == 5
+    balance = await world.balance()
+    assert (balance.spent, balance.reserved) == (5 * IMAGES, 0)
+
+
+async def test_an_admission_whose_claim_fails_admits_nothing_and_reserves_nothing(
+    world, monkeypatch
+):
+    async def broken_claim(cap: int, *, limit: int, conn: Connection | None = None) -> Claimed:
+        raise ValueError("a row this version cannot read")
+
+    monkeypatch.setattr(world.store, "claim_next", broken_claim)
+    with pytest.raises(ValueError):
+        await world.admit()
+    assert (await world.balance()).reserved == 0
+    assert await world.store.unfinished() == []
 
 
 async def test_the_bot_stopping_waiting_fails_the_job_as_spent_then_delivers_it_late(world):

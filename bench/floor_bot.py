@@ -13,7 +13,8 @@ custom ids). Like ours, it shows no place in line: ours does only for a job that
 wait, and at these loads none does. `bench.imagine_load` runs it beside ours: whatever ours
 spends beyond this is the cost of what ours adds. Run like `tests.fakes.run_bot` runs ours
 (its own process; only discord.py's two addresses point at the fake Discord when
-FAKE_DISCORD_URL is set).
+FAKE_DISCORD_URL is set). With `SHARD_COUNT` and `SHARD_IDS` (one id) it runs that one
+shard, as one of ours' processes does, so several floor processes share the guilds as ours'.
 
 With `BACKEND=a1111` and `A1111_URLS=http://...,http://...` it does per job what ours does
 over a pool of AUTOMATIC1111 servers (`backends/a1111.py`), and nothing else: one job per
@@ -63,9 +64,17 @@ BAR_WIDTH = 20
 
 class FloorBot(discord.Client):
     def __init__(
-        self, guild_id: int, omni_url: str, omni_key: str, a1111_urls: tuple[str, ...] = ()
+        self,
+        guild_id: int,
+        omni_url: str,
+        omni_key: str,
+        a1111_urls: tuple[str, ...] = (),
+        shard: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(intents=discord.Intents.default())
+        shard_id, shard_count = shard or (None, None)
+        super().__init__(
+            intents=discord.Intents.default(), shard_id=shard_id, shard_count=shard_count
+        )
         self.tree = app_commands.CommandTree(self)
         self.guild = discord.Object(guild_id)
         self.omni_url = omni_url.rstrip("/")
@@ -405,7 +414,10 @@ async def run() -> None:
     if env.get("BACKEND") == "a1111":
         a1111_urls = tuple(url for url in env["A1111_URLS"].split(",") if url.strip())
     omni = env.get("OMNI_BASE_URL", ""), env.get("OMNI_API_KEY", "")
-    bot = FloorBot(int(env["DEV_GUILD_ID"]), *omni, a1111_urls=a1111_urls)
+    shard = None
+    if "SHARD_COUNT" in env:  # one shard of several, as ours' SHARD_COUNT and SHARD_IDS
+        shard = int(env["SHARD_IDS"]), int(env["SHARD_COUNT"])
+    bot = FloorBot(int(env["DEV_GUILD_ID"]), *omni, a1111_urls=a1111_urls, shard=shard)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))

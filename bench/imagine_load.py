@@ -4,6 +4,8 @@ beside the floor (`bench.floor_bot`), interleaved in one run.
     python -m bench.imagine_load [--sizes 200] [--arrivals burst spread] [--rounds 2]
                                  [--bots ours floor] [--count-statements] [--duration 3]
                                  [--backend omniinfer|a1111] [--servers 4]
+                                 [--database sqlite|postgresql] [--processes 1]
+                                 [--database-url postgresql://...] [--ours-tree DIR]
                                  [--json out.json] [--compare previous.json]
 
 Three processes, as in production three machines: the bot (ours is `python bot.py`, the floor
@@ -32,6 +34,18 @@ little slower than the pool serves them; the overhead is measured against an ide
 Discord, the time to serve all N and the most jobs a server ran or queued at once. Its
 figures are saved with an `a1111_` prefix, so both modes can share one JSON.
 
+`--database postgresql --processes 2` runs ours as 2 processes sharing one fresh PostgreSQL
+database per run, each on its own shard (`SHARD_COUNT=2`, `SHARD_IDS=0`/`1`, its own
+`INSTANCE_ID`), and the floor as 2 processes on the same shards; the N members are spread
+evenly over one guild per shard, so each process is sent half the jobs. Without
+`--database-url` a throwaway cluster is started from the installed binaries (`tests.pg`) and
+each run's database logs every statement (as `bench.takeover`): for ours it adds
+PostgreSQL's round trips, statements and transactions per job from the server log, the
+logged durations, and the cluster's CPU per job (utime + stime of the postmaster, its
+backends and the ones it reaped, from /proc, logging included), over the same window; the
+same window on the idle cluster is shown for the floor. CPU and peak memory are summed over
+the processes. Its figures are saved with a `pg2_` prefix (`pg<processes>_`).
+
 `--ours-tree DIR` runs ours from another checkout (the working tree by default), e.g. a
 commit's clean snapshot while others edit this one. `--count-statements` adds one round of
 ours run through `bench.counting_bot`, which counts the SQLite statements and commits over
@@ -53,15 +67,20 @@ import statistics
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 
 from bench.common import finish, percentile, table
-from tests.fakes.discord import FakeDiscord, InteractionRecord
+from bench.takeover import count_trips, fresh_database, postgres_cpu, size, watcher
+from tests.fakes.discord import Channel, FakeDiscord, Guild, InteractionRecord, Member
 from tests.harness import build_world
+from tests.pg import Cluster as PgCluster
 
 logging.disable(logging.WARNING)
 KEY = "bench-key"
@@ -73,6 +92,26 @@ MODULES = {
     "floor": "bench.floor_bot",
     "counted": "bench.counting_bot",  # ours, counting its SQLite statements
 }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """How ours runs: one process on SQLite (the default), or `processes` processes, one shard
+    each, on a fresh database per run on the PostgreSQL `server` (its maintenance database's
+    URL); `log` is that server's log when this benchmark started it (figures read from it)."""
+
+    processes: int = 1
+    server: str | None = None
+    log: Path | None = None
+
+
+@dataclass(frozen=True)
+class Server:
+    """A Discord server where members run /imagine, on shard `shard` of the bots'."""
+
+    guild: Guild
+    channel: Channel
+    shard: int
 
 
 @contextlib.asynccontextmanager
@@ -145,38 +184,127 @@ async def emulator_requests(omni_url: str) -> tuple[int, int]:
     return sum(stats["polls_by_task"].values()), sum(stats["requests"].values())
 
 
+def discord_servers(fake: FakeDiscord, count: int) -> list[Server]:
+    """One server per bot process, each on that process's shard (one process: the harness's
+    world, as before shards)."""
+    if count == 1:
+        world = build_world(fake)
+        return [Server(world.guild, world.general, 0)]
+    servers = []
+    for shard in range(count):
+        guild = fake.add_guild(f"server {shard}", shard=(shard, count))
+        servers.append(Server(guild, fake.add_channel(guild, "general"), shard))
+    return servers
+
+
+def spread_members(servers: list[Server], n: int) -> list[tuple[Server, Member]]:
+    """N members dealt over the servers in turn, so each process is sent its share of jobs
+    (and, spread, its share of every second)."""
+    dealt = [servers[i % len(servers)] for i in range(n)]
+    return [(server, server.guild.add_member(f"m{i}")) for i, server in enumerate(dealt)]
+
+
+async def imagine_all(
+    fake: FakeDiscord, members: list[tuple[Server, Member]], gap: float
+) -> list[InteractionRecord]:
+    """Each member runs /imagine once, `gap` seconds after the one before."""
+
+    async def one(index: int, server: Server, member: Member) -> InteractionRecord:
+        await asyncio.sleep(index * gap)
+        prompt = {"prompt": "a lighthouse"}
+        return await fake.slash(server.guild, server.channel, member, "imagine", prompt)
+
+    return await asyncio.gather(*(one(i, *pair) for i, pair in enumerate(members)))
+
+
+async def wait_all(
+    fake: FakeDiscord, records: list[InteractionRecord], finished: Any, what: str, timeout: float
+) -> None:
+    """Until every record is `finished`; else a TimeoutError showing one that is not."""
+    try:
+        await fake.wait_for(lambda: all(map(finished, records)), timeout=timeout)
+    except TimeoutError:
+        stuck = [r for r in records if not finished(r)]
+        shown = stuck[0].said() if stuck[0].history else "(not acknowledged)"
+        raise TimeoutError(
+            f"{what}: {len(stuck)} jobs unfinished, e.g. {shown!r}"
+            f" (calls {[(c.kind, c.status) for c in stuck[0].calls]})"
+        ) from None
+
+
+@contextlib.asynccontextmanager
+async def database(bot: str, deployment: Deployment, tmp: Path) -> AsyncIterator[dict[str, str]]:
+    """Ours' database settings for one run: a SQLite file in the run's folder, or a fresh
+    database on the PostgreSQL server, dropped afterwards; none for the floor."""
+    if bot == "floor":
+        yield {}
+        return
+    counts = {"STATEMENT_COUNTS": str(tmp / "counts.json")}  # read by bench.counting_bot
+    if deployment.server is None:
+        yield {"DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}", **counts}
+        return
+    url = await fresh_database(deployment.server, log_statements=deployment.log is not None)
+    try:
+        yield {"DATABASE_URL": url, **counts}
+    finally:
+        admin = await asyncpg.connect(deployment.server)
+        try:
+            await admin.execute(f"DROP DATABASE {urlsplit(url).path[1:]} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+async def no_cooldown(database_url: str, guild_ids: list[int]) -> None:
+    """No cooldown in these servers: this measures load, not limits. Plain SQL, not
+    storage.open_database, which would apply this tree's migrations under a bot run from
+    another tree (`--ours-tree` at an older commit)."""
+    rows = [(guild_id, guild_id) for guild_id in guild_ids]
+    insert = "INSERT INTO limit_rules VALUES ({}, 'guild', {}, 'cooldown_seconds', 0)"
+    if database_url.startswith("sqlite:///"):
+        path = database_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as db, db:
+            db.executemany(insert.format("?", "?"), rows)
+        return
+    conn = await watcher(database_url)  # its statements are not logged, so not counted
+    try:
+        await conn.executemany(insert.format("$1", "$2"), rows)
+    finally:
+        await conn.close()
+
+
 async def start_bot(
     bot: str,
     fake: FakeDiscord,
-    omni_url: str,
-    tmp: Path,
-    guild_id: int,
+    server: Server,
+    shards: int,
     n: int,
     ours_tree: Path,
-    a1111_urls: list[str] | None = None,
+    settings: dict[str, str],
 ) -> asyncio.subprocess.Process:
     """Ours (`bot.main` through `tests.fakes.run_bot`, or `bench.counting_bot`) or the floor,
-    in its own process, pointed at the fake Discord (and at the Omniinfer emulator, or with
-    `a1111_urls` at those A1111 servers); returns once it is connected."""
+    in its own process, pointed at the fake Discord with these settings (backend, database);
+    with several shards, only `server`'s. Returns once that shard is connected."""
     settings = {
         "FAKE_DISCORD_URL": fake.base_url,
         "DISCORD_TOKEN": fake.bot_token,
         "OMNI_API_KEY": KEY,
-        "OMNI_BASE_URL": omni_url,
-        "DEV_GUILD_ID": str(guild_id),
+        "DEV_GUILD_ID": str(server.guild.id),
+        **settings,
     }
-    if a1111_urls is not None:
-        del settings["OMNI_BASE_URL"]
-        settings |= {"BACKEND": "a1111", "A1111_URLS": ",".join(a1111_urls)}
-    db = tmp / "bench.db"
+    if shards > 1:
+        settings |= {
+            "SHARD_COUNT": str(shards),
+            "SHARD_IDS": str(server.shard),
+            "INSTANCE_ID": f"bench-{server.shard}",
+        }
+        if bot != "floor":  # global commands: ours drops those of a dev server not its own
+            del settings["DEV_GUILD_ID"]
     if bot != "floor":
         settings |= {
-            "DATABASE_URL": f"sqlite:///{db}",
             "ACCOUNT_CREDIT": "1000000",
             "MAX_JOBS_IN_FLIGHT": str(max(8, n)),
             "MAX_QUEUE_LENGTH": "100000",
             "LOG_LEVEL": "ERROR",
-            "STATEMENT_COUNTS": str(tmp / "counts.json"),
         }
     tree = ROOT if bot == "floor" else ours_tree
     if bot == "counted":  # by path: ours' tree need not hold it
@@ -191,17 +319,35 @@ async def start_bot(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    await fake.wait_until_ready(timeout=60)
-    if bot != "floor":
-        # No cooldown: this measures load, not limits. Written with plain sqlite3, not
-        # storage.open_database, which would apply this tree's migrations under a bot run
-        # from another tree (`--ours-tree` at an older commit).
-        with contextlib.closing(sqlite3.connect(db, timeout=10)) as database, database:
-            database.execute(
-                "INSERT INTO limit_rules VALUES (?, 'guild', ?, 'cooldown_seconds', 0)",
-                (guild_id, guild_id),
-            )
+    await fake.wait_for_shards([server.shard], shards, timeout=60)
     return process
+
+
+@contextlib.asynccontextmanager
+async def bots(
+    bot: str,
+    fake: FakeDiscord,
+    servers: list[Server],
+    n: int,
+    ours_tree: Path,
+    settings: dict[str, str],
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """One process of `bot` per server, on its shard, stopped on the way out; for ours, the
+    no-cooldown rule once all run (the first has applied the migrations)."""
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        for server in servers:
+            processes.append(
+                await start_bot(bot, fake, server, len(servers), n, ours_tree, settings)
+            )
+        if bot != "floor":
+            await no_cooldown(settings["DATABASE_URL"], [s.guild.id for s in servers])
+        yield processes
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            await process.wait()
 
 
 async def statement_counts(process: asyncio.subprocess.Process, path: Path, dump: int) -> Any:
@@ -221,64 +367,93 @@ def read_counts(path: Path) -> Any:
     return None
 
 
-def peak_memory_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def peak_memory_mib(processes: list[asyncio.subprocess.Process]) -> float:
+    """VmHWM, summed over the processes (each one's own peak)."""
+    total = 0.0
+    for process in processes:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+def cpu_seconds(processes: list[asyncio.subprocess.Process]) -> float:
+    """utime + stime so far, summed over the processes."""
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+@dataclass
+class ServerWatch:
+    """PostgreSQL's side of a window, when this benchmark started the cluster (`log` is its
+    log, beside its data folder): what its log shows (`bench.takeover.count_trips`) and the
+    CPU of its processes (`bench.takeover.postgres_cpu`)."""
+
+    log: Path
+    offset: int = 0
+    cpu: float = 0.0
+
+    def start(self) -> None:
+        self.offset, self.cpu = size(self.log), postgres_cpu(self.log.parent / "data")
+
+    def stop(self) -> dict[str, float]:
+        cpu = postgres_cpu(self.log.parent / "data") - self.cpu
+        end = size(self.log)
+        trips = count_trips(self.log.read_bytes()[self.offset : end].decode("utf-8", "replace"))
+        return {
+            "pg_round_trips": trips.statements + trips.prepares,
+            "pg_statements": trips.statements,
+            "pg_transactions": trips.transactions,
+            "pg_logged_ms": trips.server_ms,
+            "pg_cpu": cpu,
+        }
 
 
 async def run_once(
-    bot: str, n: int, arrival: str, duration: float, ours_tree: Path = ROOT
+    bot: str,
+    n: int,
+    arrival: str,
+    duration: float,
+    ours_tree: Path = ROOT,
+    deployment: Deployment = Deployment(),
 ) -> dict[str, Any]:
-    """One bot, N jobs, on a fresh fake Discord and emulator: the raw samples."""
+    """One bot, N jobs, on a fresh fake Discord, emulator and database: the raw samples."""
     fake = FakeDiscord()
     await fake.start()
-    world = build_world(fake)
-    members = [world.guild.add_member(f"m{i}") for i in range(n)]
+    servers = discord_servers(fake, deployment.processes)
+    members = spread_members(servers, n)
     gap = duration / n if arrival == "spread" else 0.0
-
-    async def member_runs_imagine(index: int) -> InteractionRecord:
-        await asyncio.sleep(index * gap)
-        return await fake.slash(
-            world.guild, world.general, members[index], "imagine", {"prompt": "a lighthouse"}
-        )
-
+    watch = ServerWatch(deployment.log) if deployment.log else None
     counted: dict[str, int] = {}
-    async with emulator_process(duration) as omni_url:
-        with tempfile.TemporaryDirectory() as tmp:
-            process = await start_bot(bot, fake, omni_url, Path(tmp), world.guild.id, n, ours_tree)
-            counts_file = Path(tmp) / "counts.json"
-            try:
-                polls_before, requests_before = await emulator_requests(omni_url)
-                if bot == "counted":
-                    before = await statement_counts(process, counts_file, 1)
-                cpu_before = cpu_seconds(process.pid)
-                records = await asyncio.gather(*(member_runs_imagine(i) for i in range(n)))
-                try:
-                    await fake.wait_for(lambda: all(map(done, records)), timeout=120 + n)
-                except TimeoutError:
-                    stuck = [r for r in records if not done(r)]
-                    shown = stuck[0].said() if stuck[0].history else "(not acknowledged)"
-                    raise TimeoutError(
-                        f"{bot}, {arrival} {n}: {len(stuck)} jobs unfinished, e.g. {shown!r}"
-                        f" (calls {[(c.kind, c.status) for c in stuck[0].calls]})"
-                    ) from None
-                cpu = cpu_seconds(process.pid) - cpu_before
-                memory = peak_memory_mib(process.pid)
-                if bot == "counted":
-                    after = await statement_counts(process, counts_file, 2)
-                    counted = {k: after[k] - before[k] for k in ("statements", "commits")}
-                polls, requests = await emulator_requests(omni_url)
-                polls, requests = polls - polls_before, requests - requests_before
-            finally:
-                process.send_signal(signal.SIGTERM)
-                await process.wait()
+    pg: dict[str, float] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        omni_url = await stack.enter_async_context(emulator_process(duration))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        settings = await stack.enter_async_context(database(bot, deployment, tmp))
+        settings["OMNI_BASE_URL"] = omni_url
+        processes = await stack.enter_async_context(
+            bots(bot, fake, servers, n, ours_tree, settings)
+        )
+        polls_before, requests_before = await emulator_requests(omni_url)
+        if bot == "counted":
+            before = await statement_counts(processes[0], tmp / "counts.json", 1)
+        cpu_before = cpu_seconds(processes)
+        if watch:
+            watch.start()
+        records = await imagine_all(fake, members, gap)
+        await wait_all(fake, records, done, f"{bot}, {arrival} {n}", timeout=120 + n)
+        cpu = cpu_seconds(processes) - cpu_before
+        if watch:
+            pg = watch.stop()
+        memory = peak_memory_mib(processes)
+        if bot == "counted":
+            after = await statement_counts(processes[0], tmp / "counts.json", 2)
+            counted = {k: after[k] - before[k] for k in ("statements", "commits")}
+        polls, requests = await emulator_requests(omni_url)
+        polls, requests = polls - polls_before, requests - requests_before
     await fake.stop()
     return {
         "acks": [(r.history[0].at - r.created) * 1000 for r in records],
@@ -291,6 +466,7 @@ async def run_once(
         "memory": memory,
         "jobs": n,
         **counted,
+        **pg,
     }
 
 
@@ -307,49 +483,29 @@ async def run_once_a1111(
     measured against an ideal pool (`ideal_ends`)."""
     fake = FakeDiscord()
     await fake.start()
-    world = build_world(fake)
-    members = [world.guild.add_member(f"m{i}") for i in range(n)]
+    guilds = discord_servers(fake, 1)
+    members = spread_members(guilds, n)
     gap = SPREAD_PACE * duration / servers if arrival == "spread" else 0.0
-
-    async def member_runs_imagine(index: int) -> InteractionRecord:
-        await asyncio.sleep(index * gap)
-        return await fake.slash(
-            world.guild, world.general, members[index], "imagine", {"prompt": "a lighthouse"}
-        )
-
     counted: dict[str, int] = {}
-    async with a1111_processes(servers, duration) as urls:
-        with tempfile.TemporaryDirectory() as tmp:
-            process = await start_bot(
-                bot, fake, "", Path(tmp), world.guild.id, n, ours_tree, a1111_urls=urls
-            )
-            counts_file = Path(tmp) / "counts.json"
-            try:
-                before = await a1111_stats(urls)
-                if bot == "counted":
-                    counts_before = await statement_counts(process, counts_file, 1)
-                cpu_before = cpu_seconds(process.pid)
-                records = await asyncio.gather(*(member_runs_imagine(i) for i in range(n)))
-                try:
-                    await fake.wait_for(lambda: all(map(delivered, records)), timeout=120 + 3 * n)
-                except TimeoutError:
-                    stuck = [r for r in records if not delivered(r)]
-                    shown = stuck[0].said() if stuck[0].history else "(not acknowledged)"
-                    raise TimeoutError(
-                        f"{bot}, a1111 {arrival} {n}: {len(stuck)} jobs unfinished, e.g. {shown!r}"
-                        f" (calls {[(c.kind, c.status) for c in stuck[0].calls]})"
-                    ) from None
-                cpu = cpu_seconds(process.pid) - cpu_before
-                memory = peak_memory_mib(process.pid)
-                if bot == "counted":
-                    after_counts = await statement_counts(process, counts_file, 2)
-                    counted = {
-                        k: after_counts[k] - counts_before[k] for k in ("statements", "commits")
-                    }
-                after = await a1111_stats(urls)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                await process.wait()
+    async with contextlib.AsyncExitStack() as stack:
+        urls = await stack.enter_async_context(a1111_processes(servers, duration))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        settings = await stack.enter_async_context(database(bot, Deployment(), tmp))
+        settings |= {"BACKEND": "a1111", "A1111_URLS": ",".join(urls)}
+        processes = await stack.enter_async_context(bots(bot, fake, guilds, n, ours_tree, settings))
+        before = await a1111_stats(urls)
+        if bot == "counted":
+            counts_before = await statement_counts(processes[0], tmp / "counts.json", 1)
+        cpu_before = cpu_seconds(processes)
+        records = await imagine_all(fake, members, gap)
+        what = f"{bot}, a1111 {arrival} {n}"
+        await wait_all(fake, records, delivered, what, timeout=120 + 3 * n)
+        cpu = cpu_seconds(processes) - cpu_before
+        memory = peak_memory_mib(processes)
+        if bot == "counted":
+            after_counts = await statement_counts(processes[0], tmp / "counts.json", 2)
+            counted = {k: after_counts[k] - counts_before[k] for k in ("statements", "commits")}
+        after = await a1111_stats(urls)
     await fake.stop()
     ends = sorted(r.latest.at for r in records)  # type: ignore[union-attr]
     ideal = ideal_ends([r.created for r in records], servers, duration)
@@ -407,7 +563,21 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
         "rate_limited_429s": sum(run["rate_limited_429s"] for run in runs) / len(runs),
         "bot_cpu_ms_per_job": sum(run["cpu"] for run in runs) / jobs * 1000,
         "bot_peak_rss_mib": max(run["memory"] for run in runs),
+    } | (summary_pg(runs) if "pg_cpu" in runs[0] else {})
+
+
+def summary_pg(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """PostgreSQL's side per job (`ServerWatch`), and the bots' CPU with the server's: what
+    ours costs in all, beside a floor that needs no database."""
+    jobs = sum(run["jobs"] for run in runs)
+    figures = {
+        f"{key}_per_job": sum(run[key] for run in runs) / jobs
+        for key in ("pg_round_trips", "pg_statements", "pg_transactions", "pg_logged_ms")
     }
+    figures["pg_cpu_ms_per_job"] = sum(run["pg_cpu"] for run in runs) / jobs * 1000
+    both = sum(run["cpu"] + run["pg_cpu"] for run in runs)
+    figures["bot_and_pg_cpu_ms_per_job"] = both / jobs * 1000
+    return figures
 
 
 def summary_a1111(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -433,7 +603,9 @@ def cpu_ms_per_job(run: dict[str, Any]) -> float:
     return run["cpu"] / run["jobs"] * 1000
 
 
-async def measure(args: argparse.Namespace, arrival: str, n: int) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace, arrival: str, n: int, deployment: Deployment = Deployment()
+) -> dict[str, Any]:
     """Rounds of each bot for one (arrival, N); the figures, keyed as `finish` saves them."""
     runs: dict[str, list[dict[str, Any]]] = {bot: [] for bot in args.bots}
     a1111 = args.backend == "a1111"
@@ -443,7 +615,7 @@ async def measure(args: argparse.Namespace, arrival: str, n: int) -> dict[str, A
             return await run_once_a1111(
                 bot, n, arrival, args.duration, args.servers, args.ours_tree
             )
-        return await run_once(bot, n, arrival, args.duration, args.ours_tree)
+        return await run_once(bot, n, arrival, args.duration, args.ours_tree, deployment)
 
     for round_ in range(args.rounds):
         order = args.bots if round_ % 2 == 0 else args.bots[::-1]
@@ -460,7 +632,11 @@ async def measure(args: argparse.Namespace, arrival: str, n: int) -> dict[str, A
         result |= {prefix + key: value for key, value in values.items()}
     if len(figures) == 2:
         ours, floor = figures["ours"], figures["floor"]
-        result |= {f"ratio_{key}": ours[key] / floor[key] for key in ours if floor[key]}
+        result |= {
+            f"ratio_{key}": ours[key] / floor[key]
+            for key in ours
+            if floor[key] and not key.startswith("pg_")  # the floor's cluster is idle
+        }
         per_round = [
             cpu_ms_per_job(o) / cpu_ms_per_job(f)
             for o, f in zip(runs["ours"], runs["floor"], strict=True)
@@ -487,6 +663,14 @@ ROWS = (
     "omni_requests_per_job",
     "rate_limited_429s",
     "bot_peak_rss_mib",
+)
+PG_ROWS = (
+    "pg_round_trips_per_job",
+    "pg_statements_per_job",
+    "pg_transactions_per_job",
+    "pg_logged_ms_per_job",
+    "pg_cpu_ms_per_job",
+    "bot_and_pg_cpu_ms_per_job",
 )
 
 
@@ -523,25 +707,61 @@ def side_by_side(result: dict[str, Any], keys: tuple[str, ...] = ROWS) -> str:
     return table(["figure", "ours", "floor", "ours/floor", "ratio min–max (rounds)"], rows)
 
 
+@contextlib.contextmanager
+def deployment(args: argparse.Namespace) -> Iterator[Deployment]:
+    """Ours' deployment for the whole run: with PostgreSQL and no `--database-url`, a
+    throwaway cluster (`tests.pg`), stopped and removed at the end."""
+    if args.database == "sqlite":
+        yield Deployment()
+    elif args.database_url:
+        yield Deployment(args.processes, args.database_url)
+    else:
+        cluster = PgCluster()
+        cluster.start()
+        try:
+            yield Deployment(args.processes, cluster.url, cluster.dir / "log")
+        finally:
+            cluster.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
     figures: dict[str, Any] = {}
-    for arrival in args.arrivals:
-        for n in args.sizes:
-            result = await measure(args, arrival, n)
-            if args.backend == "a1111":
-                ideal = ideal_ends([0.0] * n, args.servers, args.duration)[-1]
-                print(
-                    f"\na1111, {arrival}, {n} jobs over {args.servers} servers of "
-                    f"{args.duration:g} s (an ideal pool serves all in {ideal:g} s), "
-                    f"{args.rounds} rounds"
-                )
-                print(side_by_side(result, a1111_rows(result)))
-                figures |= {f"a1111_{key}@{arrival}/{n}": value for key, value in result.items()}
-                continue
-            print(f"\n{arrival}, {n} jobs, {args.rounds} rounds")
-            print(side_by_side(result))
-            figures |= {f"{key}@{arrival}/{n}": value for key, value in result.items()}
+    with deployment(args) as ours:
+        for arrival in args.arrivals:
+            for n in args.sizes:
+                result = await measure(args, arrival, n, ours)
+                if args.backend == "a1111":
+                    ideal = ideal_ends([0.0] * n, args.servers, args.duration)[-1]
+                    print(
+                        f"\na1111, {arrival}, {n} jobs over {args.servers} servers of "
+                        f"{args.duration:g} s (an ideal pool serves all in {ideal:g} s), "
+                        f"{args.rounds} rounds"
+                    )
+                    print(side_by_side(result, a1111_rows(result)))
+                    figures |= {f"a1111_{k}@{arrival}/{n}": v for k, v in result.items()}
+                    continue
+                prefix, where = "", ""
+                if ours.server is not None:
+                    prefix = f"pg{ours.processes}_"
+                    where = f", {ours.processes} process(es) of each on PostgreSQL"
+                print(f"\n{arrival}, {n} jobs, {args.rounds} rounds{where}")
+                rows = ROWS + PG_ROWS if "pg_cpu_ms_per_job" in result else ROWS
+                print(side_by_side(result, rows))
+                figures |= {f"{prefix}{k}@{arrival}/{n}": v for k, v in result.items()}
     finish(args, figures)
+
+
+def checked(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, the PostgreSQL mode's combinations checked."""
+    args = parser.parse_args()
+    if args.processes > 1 and args.database != "postgresql":
+        parser.error("--processes above 1 needs --database postgresql (one shared database)")
+    if args.database == "postgresql" and (args.backend != "omniinfer" or args.count_statements):
+        parser.error(
+            "--database postgresql goes with the Omniinfer backend, without "
+            "--count-statements (its round trips are counted from the server log)"
+        )
+    return args
 
 
 if __name__ == "__main__":
@@ -573,6 +793,20 @@ if __name__ == "__main__":
     parser.add_argument(
         "--servers", type=int, default=4, help="A1111 emulators in the pool (--backend a1111)"
     )
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="ours' database (postgresql: figures' keys pg<processes>_...)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes of each bot, one shard each"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL maintenance database URL (default: a throwaway cluster; only then "
+        "are round trips and the server's CPU counted)",
+    )
     parser.add_argument("--json")
     parser.add_argument("--compare")
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(checked(parser)))

@@ -21,7 +21,7 @@ from jobs.admission import (
 )
 from jobs.backend import Generation
 from jobs.model import Charge, JobState, Origin
-from jobs.store import JobStore
+from jobs.store import JobStore, member_activity
 from quota import ledger
 from quota import store as quota_store
 from quota.allotments import Allotment, AllotmentPeriod
@@ -217,3 +217,45 @@ async def test_each_refusal_carries_what_its_sentence_needs(database_url):
         await ledger.pause(conn, "out of credit", clock())
     assert await refusal(ticket(guild=OTHER_GUILD)) == GenerationPaused()
     await db.close()
+
+
+async def test_reading_a_members_activity_does_not_grow_with_their_server(tmp_path):
+    """Admission reads a member's jobs in their server (the cooldown, the day's images) on
+    every request: it must cost the same in a server where thousands of others generate.
+    The cost is SQLite's own count of the steps its statement took."""
+    db = await open_database(f"sqlite:///{tmp_path}/bot.db")
+    sqlite = db._conn  # type: ignore[attr-defined]  # the driver's connection: its step counter
+
+    async def steps_to_read_activity() -> int:
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0  # carry on
+
+        sqlite.set_progress_handler(count, 1)
+        async with db.transaction() as conn:
+            activity = await member_activity(conn, GUILD, USER, since=MID_MONTH - 86_400)
+        sqlite.set_progress_handler(None, 1)
+        assert len(activity.recent) == 1
+        return steps[0]
+
+    async def add_jobs(users: range) -> None:
+        async with db.transaction() as conn:
+            for user in users:
+                await conn.execute(
+                    """INSERT INTO jobs (id, kind, state, charge, cost, guild_id, channel_id,
+                           user_id, request, created_at, updated_at)
+                       VALUES ($1, 'txt2img', 'done', 'committed', 1, $2, 2, $3, '{}', $4, $4)""",
+                    f"job-{user}",
+                    GUILD,
+                    user,
+                    MID_MONTH - user,
+                )
+
+    await add_jobs(range(USER, USER + 1))
+    quiet = await steps_to_read_activity()
+    await add_jobs(range(1000, 4000))
+    busy = await steps_to_read_activity()
+    await db.close()
+    assert busy < quiet * 1.5, (quiet, busy)

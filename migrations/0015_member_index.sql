@@ -5,3 +5,7 @@
 -- reads alone, and everything jobs_by_user served (it leads with the same column).
 DROP INDEX jobs_by_user;
 CREATE INDEX jobs_by_member ON jobs (user_id, guild_id, created_at);
+
+-- No query looks a job up by its message (buttons carry the job id): the index only cost a
+-- write at each insert and each delivery.
+DROP INDEX jobs_by_message;

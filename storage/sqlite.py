@@ -76,7 +76,7 @@ class _Session:
         if not self.active:
             raise RuntimeError("this transaction has ended: its connection cannot be used")
         statement = translate(sql)
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        deadline = None  # from the first time the file is found locked
         pause = _FIRST_RETRY
         while True:
             try:
@@ -84,6 +84,8 @@ class _Session:
             except sqlite3.Error as error:
                 code = _primary_code(error)
                 locked = code == sqlite3.SQLITE_BUSY
+                if deadline is None:
+                    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
                 if locked and self._wait_when_locked and time.monotonic() < deadline:
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, _LONGEST_RETRY)

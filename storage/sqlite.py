@@ -8,8 +8,8 @@ benchmark admits 703 jobs/s through aiosqlite and 2 640/s inline (docs/benchmark
 Nothing here waits on the loop for long. The one wait that could be long, another process
 holding the write lock, is taken off the loop: SQLite's busy timeout is 0, and a statement
 that finds the database locked is retried after an asyncio sleep, for up to BUSY_TIMEOUT_MS.
-The longest pause left is SQLite's automatic checkpoint (after every 1000 pages of WAL), which
-copies pages back to the database file during the commit that triggers it.
+Nor does SQLite's checkpoint (copying the log back into the database file): it runs on a
+worker thread (storage.checkpoints), not inside whichever commit took the log past 1000 pages.
 
 One connection, so statements from different coroutines must not interleave inside a
 transaction: an asyncio lock makes a transaction exclusive for this Database, and plain
@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from storage.checkpoints import Checkpointer
 from storage.database import Row, StorageError
 from storage.sql import split_script, translate
 
@@ -123,6 +124,7 @@ class SqliteDatabase:
         self._session = _Session(conn, path, wait_when_locked=True)
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None  # the task inside a transaction
+        self._checkpointer: Checkpointer | None = None
 
     @classmethod
     async def open(cls, path: str) -> SqliteDatabase:
@@ -141,6 +143,10 @@ class SqliteDatabase:
                 raise StorageError(f"the file system does not support WAL (journal mode {mode})")
             await database._session.execute("PRAGMA synchronous=NORMAL")  # durable with WAL
             await database._session.execute("PRAGMA foreign_keys=ON")
+            if mode == "wal":
+                await database._session.execute("PRAGMA wal_autocheckpoint=0")
+                database._checkpointer = Checkpointer(path, lambda: conn.total_changes)
+                database._checkpointer.start()
         except (OSError, sqlite3.Error, StorageError) as error:
             if conn is not None:
                 conn.close()
@@ -206,5 +212,7 @@ class SqliteDatabase:
                 self._owner = None
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
         async with self._lock:
             self._conn.close()

@@ -290,3 +290,22 @@ async def test_a_sqlite_url_creates_its_folder_and_file_on_first_open(tmp_path, 
     )
     await db.close()
     assert (tmp_path / "data" / "bot.db").is_file()
+
+
+async def test_sqlite_checkpoints_off_the_loop_and_soon_after_writes(tmp_path):
+    """A commit that takes the write-ahead log past SQLite's 1000 pages does not copy them
+    back into the database file itself (that held the loop for milliseconds); a worker
+    thread does, within a few seconds."""
+    path = tmp_path / "bot.db"
+    db = await open_database(f"sqlite:///{path}", migrations_dir=write_migrations(tmp_path / "m"))
+    await db.execute("CREATE TABLE pages (body TEXT)")
+    before = path.stat().st_size
+    async with db.transaction() as conn:
+        for _ in range(1500):  # about 1500 pages of 4 KiB
+            await conn.execute("INSERT INTO pages VALUES ($1)", "x" * 4000)
+    assert path.stat().st_size == before  # the commit only appended to the log
+    async with asyncio.timeout(10):
+        while path.stat().st_size < 1500 * 4000:
+            await asyncio.sleep(0.1)
+    assert await db.fetchval("SELECT COUNT(*) FROM pages") == 1500
+    await db.close()

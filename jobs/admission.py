@@ -138,10 +138,11 @@ class Admission:
             balance = await ledger.lock_balance(conn)
             if balance.paused_reason:
                 return Refused(GenerationPaused())
-            if await quota_store.is_banned(conn, guild_id, origin.user_id):
+            standing = await quota_store.standing(conn, guild_id, origin.user_id)
+            if standing.banned:
                 return Refused(MemberBanned())
             text = f"{ticket.request.prompt}\n{ticket.request.negative_prompt}"
-            word = blocked_word(text, await quota_store.blocklist(conn, guild_id))
+            word = blocked_word(text, standing.blocked_words)
             if word:
                 return Refused(PromptBlocked(word))
             queued = await job_store.queued_count(conn)
@@ -149,18 +150,21 @@ class Admission:
                 wait = queued / self._max_jobs_in_flight * TYPICAL_JOB_SECONDS
                 return Refused(QueueFull(now + wait))
             limits = resolve(
-                await quota_store.rules_for_guild(conn, guild_id),
+                standing.rules,
                 guild_id=guild_id,
                 user_id=origin.user_id,
                 role_ids=set(ticket.role_ids),
             )
-            usage = await quota_store.usage(conn, guild_id, origin.user_id, now)
+            usage = await quota_store.usage(
+                conn, guild_id, origin.user_id, now, grant_left=standing.grant
+            )
             verdict = check(limits, usage, cost, now)
             if verdict.refusal:
                 return Refused(verdict.refusal)
-            allotment = await quota_store.allotment_use(conn, guild_id, now)
-            if allotment is not None and not allotment.covers(cost):
-                return Refused(AllotmentShort(allotment, cost))
+            if standing.allotment is not None:
+                allotment = await quota_store.use_of(conn, guild_id, standing.allotment, now)
+                if not allotment.covers(cost):
+                    return Refused(AllotmentShort(allotment, cost))
             if not balance.covers(cost):
                 return Refused(BudgetShort(max(balance.available, 0), cost))
             if verdict.grant_used:

@@ -200,3 +200,33 @@ async def test_an_allotment_is_set_replaced_and_removed_with_its_use_shown(moder
         ("40/month", "5/day"),
         ("5/day", None),
     ]
+
+
+async def test_a_members_standing_is_what_moderators_set_for_them_and_their_server(moderation):
+    """What admission reads in two statements: each moderator setting, for this member and
+    server only."""
+    db = moderation._db
+    async with db.transaction() as conn:
+        assert await quota_store.standing(conn, GUILD, ALICE) == quota_store.Standing(
+            banned=False, grant=0, allotment=None, rules=[], blocked_words=[]
+        )
+    await moderation.ban(GUILD, MOD, ALICE)
+    await moderation.grant(GUILD, MOD, ALICE, 3)
+    await moderation.set_allotment(GUILD, MOD, Allotment(50, AllotmentPeriod.MONTH))
+    await moderation.set_limit(GUILD, MOD, ScopeKind.ROLE, ROLE, DAILY, 5)
+    for word in ("zebra", "apple"):
+        await moderation.block_word(GUILD, MOD, word)
+    await moderation.ban(OTHER_GUILD, MOD, ALICE + 1)  # another member, another server
+    await moderation.block_word(OTHER_GUILD, MOD, "mango")
+
+    async with db.transaction() as conn:
+        assert await quota_store.standing(conn, GUILD, ALICE) == quota_store.Standing(
+            banned=True,
+            grant=3,
+            allotment=Allotment(50, AllotmentPeriod.MONTH),
+            rules=[Rule(ScopeKind.ROLE, ROLE, DAILY, 5)],
+            blocked_words=["apple", "zebra"],
+        )
+        other = await quota_store.standing(conn, OTHER_GUILD, ALICE)
+    assert (other.banned, other.grant, other.allotment, other.rules) == (False, 0, None, [])
+    assert other.blocked_words == ["mango"]

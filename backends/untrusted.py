@@ -203,7 +203,8 @@ async def run_in_image_thread(func: Callable[..., _T], /, *args: object) -> _T:
 # thread, measured here at 0.15 ms of CPU per image, 17 system calls (11 of them futex) and one
 # more wake-up of the loop. An honest 2 MiB PNG holds the loop for 0.6 ms (zlib.crc32 runs at
 # 3.7 GB/s here; then 64 KiB are inflated), one made to be slow for at most about 5 ms (2 MiB
-# of text before the pixels, which Pillow copies and decodes). Larger PNGs and every JPEG and
+# of text before the pixels, which Pillow copies and decodes; a pixel stream is inflated only
+# a little past the rows it must give: _INFLATE_SLACK). Larger PNGs and every JPEG and
 # WebP, whose decoding takes milliseconds, are left to the image threads.
 INLINE_CHECK_BYTES = 2 * 1024 * 1024
 # ... made of at most this many chunks: Pillow reads those before the pixels one by one in
@@ -267,6 +268,10 @@ def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageF
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _INFLATE_PROBE = 64 * 1024  # bytes of a PNG's pixel stream inflated to check it is one
+# Compressed bytes inflated beyond the rows wanted, at most: an encoder needs a few (zlib's
+# header and checksum, 5 per 64 KiB stored block), while a stream of empty blocks made to
+# keep zlib rebuilding its tables would hold the loop for 150 ms per 2 MiB.
+_INFLATE_SLACK = 1024
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, ...
 _PNG_FILTERS = 5  # a row starts with its filter: none, sub, up, average or Paeth
 # Adam7, the interlacing: each pass takes the pixels from (x, y) on, every dx-th of every dy-th.
@@ -361,13 +366,17 @@ class _PixelProbe:
         self.inflater = zlib.decompressobj()
         self.rows = bytearray()
         self.compressed = 0
+        self.budget = self.wanted + _INFLATE_SLACK  # compressed bytes inflated at most
 
     def feed(self, data: memoryview) -> None:
+        fed = self.compressed
         self.compressed += len(data)
-        if len(self.rows) >= self.wanted or self.inflater.eof:
+        if len(self.rows) >= self.wanted or self.inflater.eof or fed >= self.budget:
             return
         try:
-            self.rows += self.inflater.decompress(data, self.wanted - len(self.rows))
+            self.rows += self.inflater.decompress(
+                data[: self.budget - fed], self.wanted - len(self.rows)
+            )
         except zlib.error as exc:
             raise _damaged_png(f"its pixel data is not a zlib stream: {exc}") from None
 

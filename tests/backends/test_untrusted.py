@@ -655,6 +655,25 @@ async def test_check_image_accepts_a_png_whose_pixel_stream_fits_its_size() -> N
     assert await check_image(png) == ImageFacts(8, 8, "PNG")
 
 
+def padded_with_empty_blocks(rows: bytes, blocks: int) -> bytes:
+    """A zlib stream of `rows` that first holds `blocks` empty deflate blocks: valid, but
+    each costs zlib work and gives no pixel (a stream made to hold the check)."""
+    raw = zlib.compressobj(wbits=-15)  # deflate alone: the zlib header and checksum added here
+    empty_stored_block = b"\x00\x00\x00\xff\xff"  # not final, stored, 0 bytes long
+    deflated = empty_stored_block * blocks + raw.compress(rows) + raw.flush()
+    return b"\x78\x9c" + deflated + struct.pack(">I", zlib.adler32(rows))
+
+
+async def test_check_image_inflates_a_few_bytes_of_a_png_beyond_its_rows_at_most() -> None:
+    """An encoder needs a few bytes beyond the pixels (zlib's header, stored blocks'); a
+    stream padded with 400 KB of empty blocks is refused without inflating them all (it
+    would hold the loop 150 ms per 2 MiB of dynamic ones)."""
+    assert await check_image(png_with_pixel_stream(8, 8, padded_with_empty_blocks(ROWS_8X8, 100)))
+    padded = png_with_pixel_stream(8, 8, padded_with_empty_blocks(ROWS_8X8, 80_000))
+    with pytest.raises(BadOutput, match="cut short"):
+        await check_image(padded)
+
+
 async def test_check_image_holds_a_small_interlaced_png_to_its_seven_passes() -> None:
     """Interlaced, the pixel stream is Adam7's seven passes of rows, each pass narrower than
     the image: a small image's stream must inflate to exactly them, each row with a valid

@@ -109,6 +109,8 @@ class JobRunner:
         # Held from a claim until its jobs run here, so none looks orphaned meanwhile.
         self._claiming = asyncio.Lock()
         self._claims_cut_short = False  # a claim may have taken jobs no task runs
+        # Jobs being taken over from a dead process: theirs to end, never put back in line.
+        self._adopting: set[str] = set()
         self._positions_stale = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Task[None]] = {}  # job id → the task running it
@@ -141,13 +143,22 @@ class JobRunner:
     async def admit(self, ticket: Ticket) -> Admitted | Refused:
         """Admit a member's job (jobs.admission: the rules, the credit) and, in the same
         transaction, claim the next jobs in line if there is room: the new one among them
-        unless others wait before it. A job left waiting is shown its place."""
+        unless others wait before it. A job left waiting is shown its place. Once the runner
+        is stopping, a job is admitted but not claimed: it waits for the next start."""
         try:
             async with self._claiming:
-                outcome = await self._admission.admit(ticket, claim=self._claim_in)
+                claim = self._claim_in if self._accepting else None
+                try:
+                    outcome = await self._admission.admit(ticket, claim=claim)
+                except _ClaimFailed as failed:
+                    # Rolled back whole: admitted again without it, the dispatcher claims.
+                    log.error("could not claim the next jobs (%r); trying again", failed.error)
+                    outcome = await self._admission.admit(ticket)
                 if isinstance(outcome, Admitted):
                     self._waiting[outcome.job.id] = outcome.job
                     self._start(outcome.claimed)
+                    if outcome.job.id in self._waiting:
+                        self._changed.set()  # the dispatcher now looks as often as jobs wait
         except BaseException:
             # A commit whose answer was lost may have claimed jobs: the dispatcher looks.
             self._claims_cut_short = True
@@ -156,7 +167,12 @@ class JobRunner:
         return outcome
 
     async def _claim_in(self, conn: Connection) -> Claimed:
-        return await self._store.claim_next(self._cap(), limit=CLAIM_BATCH, conn=conn)
+        try:
+            return await self._store.claim_next(self._cap(), limit=CLAIM_BATCH, conn=conn)
+        except StorageError:
+            raise
+        except Exception as error:  # a row this version cannot read: not the admission's fault
+            raise _ClaimFailed(error) from error
 
     async def stop(self) -> None:
         """Stop taking jobs. With another process alive, this one's jobs are handed to it
@@ -216,9 +232,12 @@ class JobRunner:
         whose capacity changed without telling us: a server came back)."""
         while True:
             self._changed.clear()
-            try:
-                if self._claims_cut_short:
+            if self._claims_cut_short:
+                try:
                     await self._unclaim_orphans()
+                except Exception as error:
+                    log.error("could not look for jobs claimed but not started (%r)", error)
+            try:
                 async with self._claiming:
                     claimed = await self._store.claim_next(self._cap(), limit=CLAIM_BATCH)
                     self._start(claimed)
@@ -271,7 +290,8 @@ class JobRunner:
         async with self._claiming:  # no claim is between its commit and its tasks
             for job in await self._store.unfinished(own=True):
                 starting = job.state in (JobState.STARTING, JobState.SUBMITTING)
-                if starting and job.id not in self._running:
+                unclaimed = job.id not in self._running and job.id not in self._adopting
+                if starting and unclaimed:
                     back = await self._store.advance(job, JobState.QUEUED)
                     if back is not None:
                         log.warning("job %s was claimed but not started; back in line", job.id)
@@ -569,20 +589,26 @@ class JobRunner:
         self, job: Job, state: JobState, *, spent: bool, **fields: object
     ) -> Job | None:
         now = self._clock()
-        async with self._db.transaction() as conn:
-            moved = await self._store.advance(
-                job,
-                state,
-                conn=conn,
-                charge=Charge.COMMITTED if spent else Charge.RELEASED,
-                finished_at=now,
-                **fields,
-            )
-            if moved is not None:
+        try:
+            async with self._db.transaction() as conn:
+                # The account's row first, as admission takes it: on PostgreSQL a claim in
+                # admission then never waits on this job's row while this waits on the account.
                 await ledger.settle(conn, job.cost, spent=spent, now=now)
+                moved = await self._store.advance(
+                    job,
+                    state,
+                    conn=conn,
+                    charge=Charge.COMMITTED if spent else Charge.RELEASED,
+                    finished_at=now,
+                    **fields,
+                )
+                if moved is None:
+                    raise _AlreadyMoved  # the settle is rolled back with the transaction
                 if job.grant_used and not spent:
                     origin = job.origin
                     await add_grant(conn, origin.guild_id or 0, origin.user_id, job.grant_used)
+        except _AlreadyMoved:
+            return None
         return moved
 
     async def _pause(self, reason: str) -> None:
@@ -604,10 +630,16 @@ class JobRunner:
         on its owner and state, so two live processes never both take one."""
         taken = 0
         for owner, job in await self._store.orphaned():
-            if self._accepting and await self._store.claim(job, owner):
+            if not self._accepting:
+                break
+            # Marked from before the claim until adopted (kept if that is cut short): a
+            # submit the dead process may have sent must end as uncertain, never run again.
+            self._adopting.add(job.id)
+            if await self._store.claim(job, owner):
                 log.info("taking over job %s (%s) from %s", job.id, job.state.value, owner or "-")
                 await self._adopt(job)
                 taken += 1
+            self._adopting.discard(job.id)
         if taken:
             self._positions_stale.set()
             self._changed.set()
@@ -663,6 +695,18 @@ class JobRunner:
     async def _resume_follow(self, job: Job) -> None:
         async with self._ending_badly(job):
             await self._follow(job)
+
+
+class _ClaimFailed(Exception):
+    """Claiming in admission's transaction failed for a reason of its own (not storage)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+class _AlreadyMoved(Exception):
+    """The job had moved on (ended, or taken by another process) when it was to be settled."""
 
 
 def _update_for(reading: Reading) -> Update:

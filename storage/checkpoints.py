@@ -24,12 +24,14 @@ CHECK_EVERY = 1.0  # seconds between looks at whether anything was written
 
 class Checkpointer:
     """Checkpoints `path` every CHECK_EVERY seconds while `writes()` (the bot's connection's
-    count of changes since it opened) has moved. `start` on the loop; `stop` before the bot's connection
-    closes (whose close then checkpoints what is left, as SQLite always does)."""
+    count of changes since it opened) has moved. `start` on the loop; `stop` before the
+    bot's connection closes (whose close then checkpoints what is left, as SQLite always
+    does). If it cannot run, `fallback()` gives the checkpoints back to SQLite's commits."""
 
-    def __init__(self, path: str, writes: Callable[[], int]) -> None:
+    def __init__(self, path: str, writes: Callable[[], int], fallback: Callable[[], None]) -> None:
         self._path = path
         self._writes = writes
+        self._fallback = fallback
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -42,20 +44,29 @@ class Checkpointer:
                 await self._task
 
     async def _run(self) -> None:
-        # Used by one thread at a time (each checkpoint is awaited), never by two at once.
-        conn = sqlite3.connect(self._path, timeout=0, check_same_thread=False)
-        checkpoint: asyncio.Future[None] | None = None
-        seen = 0  # the counter starts at 0 when the bot's connection opens
+        try:
+            conn = _connect(self._path)
+        except sqlite3.Error as error:
+            log.error(
+                "no connection for the checkpoints of %s (%s): left to commits", self._path, error
+            )
+            self._fallback()
+            return
+        checkpoint: asyncio.Future[bool] | None = None
+        done = 0  # writes checkpointed: the counter starts at 0 when the bot's connection opens
         try:
             while True:
                 await asyncio.sleep(CHECK_EVERY)
-                written = self._writes()
-                if written == seen:
+                try:
+                    written = self._writes()
+                except sqlite3.Error:  # the bot's connection is closed: nothing more to copy
+                    return
+                if written == done:
                     continue
-                seen = written
                 checkpoint = asyncio.ensure_future(asyncio.to_thread(_checkpoint, conn))
                 try:
-                    await asyncio.shield(checkpoint)
+                    if await asyncio.shield(checkpoint):
+                        done = written  # else (a reader in the way) again at the next look
                 except sqlite3.Error as error:  # a full disk: the log keeps the pages
                     log.warning("SQLite checkpoint of %s failed: %s", self._path, error)
         finally:
@@ -65,5 +76,12 @@ class Checkpointer:
             conn.close()
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+def _connect(path: str) -> sqlite3.Connection:
+    # Used by one thread at a time (each checkpoint is awaited), never by two at once.
+    return sqlite3.connect(path, timeout=0, check_same_thread=False)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> bool:
+    """A PASSIVE checkpoint; whether it copied every page of the log."""
+    _busy, logged, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return bool(copied >= logged)

@@ -15,12 +15,14 @@ import asyncpg
 from storage.database import Row, StorageError
 
 # Errors meaning the server cannot be used now (connection lost, shutting down, out of
-# resources), rather than a bad query: these become StorageError.
+# resources, a transaction it rolled back to break a deadlock or a serialization conflict),
+# rather than a bad query: these become StorageError, which callers wait out and retry.
 _UNAVAILABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
+    asyncpg.TransactionRollbackError,
 )
 
 # The advisory lock key exclusive transactions hold (any constant; no other lock uses it).

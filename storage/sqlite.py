@@ -145,7 +145,11 @@ class SqliteDatabase:
             await database._session.execute("PRAGMA foreign_keys=ON")
             if mode == "wal":
                 await database._session.execute("PRAGMA wal_autocheckpoint=0")
-                database._checkpointer = Checkpointer(path, lambda: conn.total_changes)
+                database._checkpointer = Checkpointer(
+                    path,
+                    writes=lambda: conn.total_changes,
+                    fallback=lambda: conn.execute("PRAGMA wal_autocheckpoint=1000").close(),
+                )
                 database._checkpointer.start()
         except (OSError, sqlite3.Error, StorageError) as error:
             if conn is not None:

@@ -214,20 +214,21 @@ class World:
     reporter: RecordingReporter
     runner: JobRunner
 
-    async def admit(self) -> Job:
-        """A member's job, admitted (its credit reserved) and handed to the runner."""
-        now = self.clock()
+    def ticket(self, *, user: int = USER) -> Ticket:
+        """A member's request for a job of IMAGES images."""
         origin = Origin(
             guild_id=GUILD,
             channel_id=CHANNEL,
-            user_id=USER,
+            user_id=user,
             application_id=7,
-            interaction_token="token",
-            token_expires_at=now + TOKEN_LIFETIME,
+            interaction_token=f"token-{user}",
+            token_expires_at=self.clock() + TOKEN_LIFETIME,
         )
-        outcome = await self.runner.admit(
-            Ticket(origin, Generation(prompt="a lighthouse", images=IMAGES))
-        )
+        return Ticket(origin, Generation(prompt="a lighthouse", images=IMAGES))
+
+    async def admit(self) -> Job:
+        """A member's job, admitted (its credit reserved) and handed to the runner."""
+        outcome = await self.runner.admit(self.ticket())
         assert isinstance(outcome, Admitted), outcome
         return outcome.job
 
@@ -282,19 +283,6 @@ async def running_world(database_url: str) -> AsyncIterator[World]:
     yield World(db, clock, store, admission, backend, reporter, runner)
     await runner.stop()
     await db.close()
-
-
-def ticket_for(world: World, *, user: int = USER) -> Ticket:
-    now = world.clock()
-    origin = Origin(
-        guild_id=GUILD,
-        channel_id=CHANNEL,
-        user_id=user,
-        application_id=7,
-        interaction_token=f"token-{user}",
-        token_expires_at=now + TOKEN_LIFETIME,
-    )
-    return Ticket(origin, Generation(prompt="a lighthouse", images=IMAGES))
 
 
 def failure_kinds(reporter: RecordingReporter) -> list[FailureKind]:
@@ -548,7 +536,7 @@ async def test_a_job_admitted_once_the_runner_is_stopping_waits_unsent(world, mo
 async def test_a_taken_over_submit_is_never_sent_again(world, monkeypatch):
     """A dead process's job caught submitting may have reached the backend: taken over, it
     ends as uncertain, even when the look for claims cut short runs meanwhile."""
-    queued = await world.admission.admit(ticket_for(world, user=USER + 1))  # no claim
+    queued = await world.admission.admit(world.ticket(user=USER + 1))  # no claim
     assert isinstance(queued, Admitted)
     job = queued.job
     await world.db.execute(
@@ -593,7 +581,7 @@ async def test_settling_a_waiting_job_beside_an_admission_that_claims_does_not_d
             return await real_claim(cap, limit=limit, conn=conn)
 
         monkeypatch.setattr(world.store, "claim_next", claim_in_admission_only)
-        waiting = await world.admission.admit(ticket_for(world, user=USER + 1))  # no claim
+        waiting = await world.admission.admit(world.ticket(user=USER + 1))  # no claim
         assert isinstance(waiting, Admitted)
         first_done, go_on = asyncio.Event(), asyncio.Event()
 

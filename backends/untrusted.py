@@ -75,6 +75,12 @@ _PRIVATE_NAME_SUFFIXES = (".localhost", ".local", ".lan", ".internal", ".home.ar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# Pillow warns of an image over its own threshold (89 MP) as it opens it; `open_image` refuses
+# anything over ImageLimits.max_pixels (16 MP) right after, so the warning is only noise. Set
+# once here: `warnings.catch_warnings` around each open is not safe with the image threads
+# and the loop opening images at the same time.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class TooManyPixels(BadOutput):
     """The image's header gives more than the allowed width × height (nothing was decoded)."""
@@ -414,9 +420,7 @@ def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
     caller closes it. Blocks: call it in a worker thread (`check_image` calls it on the loop
     only for a PNG `_checks_quickly` admits)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS))
+        im = Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS))
     except Image.DecompressionBombError:
         raise TooManyPixels(f"the image has more than {limits.max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):

@@ -57,7 +57,7 @@ OMNI_SAMPLER = "DPM++ SDE Karras"
 A1111_SAMPLER = "DPM++ 2M Karras"  # as ours: the first of its preferred ones a server lists
 POLL_INTERVAL = 1.0  # as ours (backends/a1111.py): seconds between progress reads
 MIN_EDIT_INTERVAL = 1.0  # as ours (cogs/utils/reporter.py): one progress edit a second a job
-POSITIONS_SETTLE, POSITIONS_EVERY = 0.05, 1.0  # as ours (jobs/runner.py): places in line
+POSITIONS_SETTLE, POSITIONS_EVERY = 0.05, 1.0  # as ours (jobs/positions.py): places in line
 PREVIEW_FILENAME = "preview.png"
 BAR_WIDTH = 20
 

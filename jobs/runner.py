@@ -43,6 +43,7 @@ from jobs.failures import Failure, FailureKind, classify
 from jobs.intake import ABANDONED_AFTER, Intake
 from jobs.leases import Lease
 from jobs.model import UPSCALE_FACTOR, Charge, Job, JobKind, JobResult, JobState
+from jobs.positions import PlacesInLine
 from jobs.reporting import (
     DeliveryFailed,
     Reporter,
@@ -72,9 +73,6 @@ CLAIM_BATCH = 16
 # Room made by another process, or its jobs in line, are seen at the next look: this often
 # while this process has jobs in line, else this often.
 CLAIM_POLL_WAITING, CLAIM_POLL_IDLE = 0.25, 1.0
-# Places in line are shown this long after a change, and then at most this often (each look
-# reads the whole line once). A job claimed as soon as it is admitted is never shown waiting.
-POSITIONS_SETTLE, POSITIONS_EVERY = 0.05, 1.0
 
 
 class JobRunner:
@@ -111,9 +109,9 @@ class JobRunner:
         self._claims_cut_short = False  # a claim may have taken jobs no task runs
         # Jobs being taken over from a dead process: theirs to end, never put back in line.
         self._adopting: set[str] = set()
-        self._positions_stale = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Task[None]] = {}  # job id → the task running it
+        self._places = PlacesInLine(store, reporter, self._waiting, self._running)
         self._submitting: set[asyncio.Future[Job]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._accepting = False
@@ -137,7 +135,7 @@ class JobRunner:
         self._background = [
             asyncio.create_task(self._dispatch(), name="job-dispatcher"),
             asyncio.create_task(self._sweep(started_at), name="lease-sweeper"),
-            asyncio.create_task(self._show_positions(), name="queue-positions"),
+            asyncio.create_task(self._places.show(), name="queue-positions"),
         ]
 
     async def admit(self, ticket: Ticket) -> Admitted | Refused:
@@ -187,7 +185,7 @@ class JobRunner:
         with contextlib.suppress(StorageError):
             await self._unclaim_orphans()  # a claim cut short by the cancel
         hand_over = await self._others_alive()
-        self._waiting = {}
+        self._waiting.clear()
         if hand_over:
             released = await self._store.release_queued()
             log.info("handing %d queued job(s) to the other processes", released)
@@ -261,7 +259,7 @@ class JobRunner:
                 self._waiting.pop(job.id, None)
                 self._spawn(self._run(job, claimed.paused_reason), job.id)
         if self._waiting:
-            self._positions_stale.set()
+            self._places.changed()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], job_id: str) -> None:
         task = asyncio.create_task(coro)
@@ -297,33 +295,6 @@ class JobRunner:
                         log.warning("job %s was claimed but not started; back in line", job.id)
                         self._waiting[back.id] = back
             self._claims_cut_short = False
-
-    async def _show_positions(self) -> None:
-        """Show each member of this process's jobs in line their place in the one line,
-        soon after a change (a moment later, so a burst of changes is read once), then at
-        most every POSITIONS_EVERY seconds."""
-        while True:
-            await self._positions_stale.wait()
-            await asyncio.sleep(POSITIONS_SETTLE)
-            self._positions_stale.clear()
-            seen = dict(self._waiting)  # a job admitted during the read is shown next time
-            if not seen:
-                continue
-            try:
-                order = await self._store.queue_order()
-            except StorageError as error:
-                log.error("could not read the queue (%s)", error)
-                self._positions_stale.set()
-            else:
-                for position, job_id in enumerate(order, start=1):
-                    seen.pop(job_id, None)
-                    job = self._waiting.get(job_id)  # not claimed here during the read
-                    if job is not None:
-                        self._reporter.update(job, Update(Stage.WAITING, queue_position=position))
-                for gone in seen:  # claimed by another process meanwhile, or ended
-                    if self._waiting.pop(gone, None) is not None and gone not in self._running:
-                        self._reporter.forget(gone)
-            await asyncio.sleep(POSITIONS_EVERY)
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -623,7 +594,7 @@ class JobRunner:
         """Take up this process's own unfinished jobs (from its last life)."""
         for job in await self._store.unfinished(own=True):
             await self._adopt(job)
-        self._positions_stale.set()
+        self._places.changed()
 
     async def _take_over(self) -> None:
         """Claim the jobs of processes whose lease has expired, each with a compare-and-set
@@ -641,7 +612,7 @@ class JobRunner:
                 taken += 1
             self._adopting.discard(job.id)
         if taken:
-            self._positions_stale.set()
+            self._places.changed()
             self._changed.set()
 
     async def _adopt(self, job: Job) -> None:

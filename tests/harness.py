@@ -14,12 +14,28 @@ from typing import Any
 import discord
 
 from bot import ImagineBot
+from jobs.backend import Bounds, Capabilities
 from omni.emulator import Emulator
 from settings import Settings
 from storage import open_database
 from tests.fakes.discord import Channel, FakeDiscord, Guild, InteractionRecord, Member, Role
 
 logging.getLogger("discord").setLevel(logging.WARNING)
+
+
+def plain_capabilities(**options: Any) -> Capabilities:
+    """A backend as tests without a real one describe it: one sampler, 1–50 steps, CFG scale
+    1–30, 1024² only, up to 4 images; `options` set the rest (upscale, img2img, subseed)."""
+    return Capabilities(
+        name="test",
+        samplers=("Euler a",),
+        default_sampler="Euler a",
+        steps=Bounds(1, 50),
+        cfg_scale=Bounds(1, 30),
+        sizes=((1024, 1024),),
+        max_images=4,
+        **options,
+    )
 
 
 class FakeClock:

@@ -21,7 +21,6 @@ import pytest
 from jobs.admission import Admission, Admitted, Ticket
 from jobs.backend import (
     BackendError,
-    Bounds,
     Capabilities,
     CredentialsRefused,
     Generation,
@@ -47,7 +46,7 @@ from quota import ledger
 from quota.limits import LimitField, Rule, ScopeKind
 from quota.store import set_rule
 from storage import Connection, Database, StorageError, open_database
-from tests.harness import FakeClock
+from tests.harness import FakeClock, plain_capabilities
 
 GUILD, CHANNEL, USER = 1, 2, 42
 CREDIT = 100
@@ -100,15 +99,7 @@ class ScriptedBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            name="scripted",
-            samplers=("Euler a",),
-            default_sampler="Euler a",
-            steps=Bounds(1, 50),
-            cfg_scale=Bounds(1, 30),
-            sizes=((1024, 1024),),
-            max_images=4,
-        )
+        return plain_capabilities()
 
     async def start(self) -> None:
         pass

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from cogs.utils.buttons import JOB_BUTTONS, ShareButton, result_view
-from jobs.backend import Bounds, Capabilities, Generation
+from jobs.backend import Capabilities, Generation
 from jobs.model import Charge, Job, JobKind, JobState, Origin
+from tests.harness import plain_capabilities
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 PRIMARY, SECONDARY, SUCCESS, DANGER = 1, 2, 3, 4
@@ -30,18 +31,7 @@ def a_job(kind: JobKind = JobKind.TXT2IMG, images: int = 1, job_id: str = JOB_ID
 
 
 def capabilities(*, upscale: bool, img2img: bool = False, subseed: bool = False) -> Capabilities:
-    return Capabilities(
-        name="test",
-        samplers=("Euler a",),
-        default_sampler="Euler a",
-        steps=Bounds(1, 50),
-        cfg_scale=Bounds(1, 30),
-        sizes=((1024, 1024),),
-        max_images=4,
-        upscale=upscale,
-        img2img=img2img,
-        subseed=subseed,
-    )
+    return plain_capabilities(upscale=upscale, img2img=img2img, subseed=subseed)
 
 
 def button(custom_id: str, label: str, emoji: str, style: int = SECONDARY) -> dict[str, Any]:

@@ -13,20 +13,13 @@ from discord.utils import MISSING
 
 from cogs.utils.buttons import result_view
 from cogs.utils.reporter import DiscordReporter
-from jobs.backend import Bounds, Capabilities, Generation
+from jobs.backend import Generation
 from jobs.model import Charge, Job, JobKind, JobState, Origin
 from jobs.reporting import Stage, Update
+from tests.harness import plain_capabilities
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
-CAPABILITIES = Capabilities(
-    name="test",
-    samplers=("Euler a",),
-    default_sampler="Euler a",
-    steps=Bounds(1, 50),
-    cfg_scale=Bounds(1, 30),
-    sizes=((1024, 1024),),
-    max_images=4,
-)
+CAPABILITIES = plain_capabilities()
 JOB = Job(
     id="0123456789abcdef0123456789abcdef",
     kind=JobKind.TXT2IMG,

@@ -715,35 +715,22 @@ async def main(args: argparse.Namespace) -> None:
     )
     for rate in rates:
         if rate.trips:
+            trips = rate.trips
+            # The ten most frequent statements, and any of the five costliest to the server.
+            kinds = [kind for kind, _ in trips.kinds.most_common(10)]
+            kinds += [kind for kind, _ in trips.kind_ms.most_common(5) if kind not in kinds]
             print(f"\nStatements per job by their first words, {rate.processes} process(es):\n")
             print(
                 table(
                     ["statement", "per job", "server ms per job"],
                     [
-                        [kind, n / args.jobs, rate.trips.kind_ms[kind] / args.jobs]
-                        for kind, n in rate.trips.kinds.most_common(10)
+                        [kind, trips.kinds[kind] / args.jobs, trips.kind_ms[kind] / args.jobs]
+                        for kind in kinds
                     ]
-                    + [
-                        [
-                            "(all)",
-                            rate.trips.statements / args.jobs,
-                            rate.trips.server_ms / args.jobs,
-                        ]
-                    ],
+                    + [["(all)", trips.statements / args.jobs, trips.server_ms / args.jobs]],
                 )
             )
-    for rate in rates:
-        if rate.trips:
-            print(f"\nServer time per job by statement, {rate.processes} process(es), top 5:\n")
-            print(
-                table(
-                    ["statement", "server ms per job", "per job"],
-                    [
-                        [kind, ms / args.jobs, rate.trips.kinds[kind] / args.jobs]
-                        for kind, ms in rate.trips.kind_ms.most_common(5)
-                    ],
-                )
-            )
+
     finish(args, figures)
 
 

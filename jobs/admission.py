@@ -156,7 +156,7 @@ class Admission:
                 role_ids=set(ticket.role_ids),
             )
             usage = await quota_store.usage(
-                conn, guild_id, origin.user_id, now, grant_left=standing.grant
+                conn, guild_id, origin.user_id, now, grant=standing.grant
             )
             verdict = check(limits, usage, cost, now)
             if verdict.refusal:

@@ -113,9 +113,6 @@ async def tokens_with_jobs(conn: Connection, tokens: Sequence[str]) -> set[str]:
     return found
 
 
-# Jobs holding a place at the backend, which the cap on jobs in flight counts across every
-# process: claimed from the line and not yet finished there.
-_AT_BACKEND = (JobState.STARTING.value, JobState.SUBMITTING.value, JobState.SUBMITTED.value)
 _NEEDS_SOURCE = tuple(kind.value for kind in JobKind if kind.needs_source)
 
 

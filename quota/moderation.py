@@ -239,13 +239,9 @@ class Moderation:
 
     async def quota(self, guild_id: int, user_id: int, role_ids: set[int]) -> Quota:
         now = self._clock()
-        limits = resolve(
-            await quota_store.rules_for_guild(self._db, guild_id),
-            guild_id=guild_id,
-            user_id=user_id,
-            role_ids=role_ids,
-        )
-        usage = await quota_store.usage(self._db, guild_id, user_id, now)
+        standing = await quota_store.standing(self._db, guild_id, user_id)
+        limits = resolve(standing.rules, guild_id=guild_id, user_id=user_id, role_ids=role_ids)
+        usage = await quota_store.usage(self._db, guild_id, user_id, now, grant=standing.grant)
         hour_recent = [(t, n) for t, n in usage.recent if t > now - HOUR]
         return Quota(
             limits=limits,
@@ -254,7 +250,7 @@ class Moderation:
             hour_left=max(0, limits.images_per_hour - usage.images_last_hour),
             day_resets_at=usage.recent[0][0] + DAY if usage.recent else None,
             hour_resets_at=hour_recent[0][0] + HOUR if hour_recent else None,
-            banned=await quota_store.is_banned(self._db, guild_id, user_id),
+            banned=standing.banned,
         )
 
     async def audit_trail(self, guild_id: int, limit: int = 20) -> list[Row]:

@@ -16,10 +16,10 @@ from storage import Connection, Row
 
 @dataclass(frozen=True)
 class Standing:
-    """What admission reads of a member and their server apart from their jobs, in two
-    statements (one round trip each on PostgreSQL) rather than five: whether a moderator
-    banned them, their unused grant, the server's allotment (None: no cap), its limit rules
-    and its blocked words (sorted)."""
+    """What admission and `/quota` read of a member and their server apart from their jobs,
+    in two statements (one round trip each on PostgreSQL) rather than five: whether a
+    moderator banned them, their unused grant, the server's allotment (None: no cap), its
+    limit rules and its blocked words (sorted)."""
 
     banned: bool
     grant: int
@@ -106,11 +106,9 @@ async def clear_rules(conn: Connection, guild_id: int, scope: ScopeKind, scope_i
     )
 
 
-async def usage(
-    conn: Connection, guild_id: int, user_id: int, now: float, *, grant_left: int | None = None
-) -> Usage:
-    """A member's counted images and jobs (from the jobs' store) and unused grant (read
-    unless `grant_left` says it); released (refunded) jobs do not count."""
+async def usage(conn: Connection, guild_id: int, user_id: int, now: float, *, grant: int) -> Usage:
+    """A member's counted images and jobs (from the jobs' store), with their unused `grant`
+    (read with their `standing`); released (refunded) jobs do not count."""
     activity = await job_store.member_activity(conn, guild_id, user_id, since=now - DAY)
     recent = activity.recent
     return Usage(
@@ -118,17 +116,9 @@ async def usage(
         images_last_hour=sum(images for at, images in recent if at > now - HOUR),
         running_jobs=activity.running,
         last_job_at=activity.last_job_at,
-        grant=await grant(conn, guild_id, user_id) if grant_left is None else grant_left,
+        grant=grant,
         recent=recent,
     )
-
-
-async def grant(conn: Connection, guild_id: int, user_id: int) -> int:
-    """A member's unused one-off grant, in images."""
-    images = await conn.fetchval(
-        "SELECT images FROM grants WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
-    )
-    return images or 0
 
 
 async def add_grant(conn: Connection, guild_id: int, user_id: int, images: int) -> int:
@@ -152,13 +142,6 @@ async def use_grant(conn: Connection, guild_id: int, user_id: int, images: int) 
         user_id,
         images,
     )
-
-
-async def is_banned(conn: Connection, guild_id: int, user_id: int) -> bool:
-    found = await conn.fetchval(
-        "SELECT 1 FROM bans WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
-    )
-    return found is not None
 
 
 async def ban(conn: Connection, guild_id: int, user_id: int, by: int, now: float) -> bool:

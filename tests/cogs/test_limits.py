@@ -183,7 +183,7 @@ async def test_a_job_counted_as_spent_keeps_the_grant_it_used(harness):
     await harness.finished(uncertain)
     assert "did not confirm" in uncertain.latest.text
     db, guild, alice = harness.bot.services.db, harness.world.guild, harness.world.alice
-    assert await quota_store.grant(db, guild.id, alice.id) == 0
+    assert (await quota_store.standing(db, guild.id, alice.id)).grant == 0
 
 
 async def test_a_banned_member_is_refused_until_unbanned(harness):

@@ -186,7 +186,7 @@ async def test_a_refused_job_reserves_nothing_and_uses_no_grant(database_url):
     refused = await admission.admit(ticket(3))
     assert isinstance(refused, Refused) and isinstance(refused.refusal, AllotmentShort)
     assert (await ledger.balance(db)).reserved == 0
-    assert await quota_store.grant(db, GUILD, USER) == 3
+    assert (await quota_store.standing(db, GUILD, USER)).grant == 3
     assert await job_count(db) == 0
     await db.close()
 

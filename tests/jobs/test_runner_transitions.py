@@ -276,6 +276,19 @@ async def running_world(database_url: str) -> AsyncIterator[World]:
     await db.close()
 
 
+async def until_waiting_for_a_lock(db: Database) -> None:
+    """Until a transaction just begun waits for a lock another holds: SQLite's transactions
+    queue on the database's own lock as they start; PostgreSQL's lock table says so."""
+    await asyncio.sleep(0)
+    if db.dialect != "postgresql":
+        return
+    for _ in range(500):
+        if await db.fetchval("SELECT COUNT(*) FROM pg_locks WHERE NOT granted"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no transaction waited for a lock")
+
+
 def failure_kinds(reporter: RecordingReporter) -> list[FailureKind]:
     return [failure.kind for _, failure in reporter.failures]
 
@@ -545,9 +558,10 @@ async def test_a_taken_over_submit_is_never_sent_again(world, monkeypatch):
     monkeypatch.setattr(world.store, "get", slow_get)
     taking_over = asyncio.create_task(world.runner._take_over())
     await reading.wait()
-    world.runner._claims_cut_short = True  # as after an admission whose commit was lost
-    world.runner._changed.set()
-    await asyncio.sleep(0.3)  # the dispatcher's look for orphans runs now
+    # The look for claims cut short (after an admission whose commit was lost) runs now.
+    await world.runner._unclaim_orphans()
+    still = await real_get(job.id)
+    assert still is not None and still.state is JobState.SUBMITTING  # not put back in line
     read_on.set()
     await taking_over
     await world.runner.wait_idle()
@@ -598,7 +612,7 @@ async def test_settling_a_waiting_job_beside_an_admission_that_claims_does_not_d
         )
         await first_done.wait()
         admitting = asyncio.create_task(world.admit())
-        await asyncio.sleep(0.2)  # the admission waits for the row the settle holds
+        await until_waiting_for_a_lock(world.db)
         go_on.set()
         async with asyncio.timeout(10):
             ended, admitted = await asyncio.gather(expiring, admitting)

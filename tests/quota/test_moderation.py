@@ -105,8 +105,8 @@ async def test_grants_add_up_within_their_bounds(moderation):
     with pytest.raises(ModerationError) as refused:
         await moderation.grant(GUILD, MOD, ALICE, 0)
     assert refused.value.problem == OutOfRange(Quantity.GRANT, 1, 10_000, 0)
-    assert await quota_store.grant(moderation._db, GUILD, ALICE) == 5
-    assert await quota_store.grant(moderation._db, OTHER_GUILD, ALICE) == 0
+    assert (await quota_store.standing(moderation._db, GUILD, ALICE)).grant == 5
+    assert (await quota_store.standing(moderation._db, OTHER_GUILD, ALICE)).grant == 0
 
 
 async def test_a_ban_holds_in_its_server_until_lifted(moderation):

@@ -1,18 +1,25 @@
-"""Ours (`tests.fakes.run_bot`), counting the SQLite statements it runs; for the benchmark.
+"""Ours (`tests.fakes.run_bot`) or the floor (`bench.floor_bot`), counting its work; for the
+benchmark.
 
     STATEMENT_COUNTS=counts.json FAKE_DISCORD_URL=... python -m bench.counting_bot
     (cd other/tree && STATEMENT_COUNTS=... python /path/to/bench/counting_bot.py)  # ours there
+    STATEMENT_COUNTS=counts.json COUNT_CALLS=1 ... python -m bench.counting_bot floor
 
 Every statement goes through `storage.sqlite._Session._run`; this wraps it, without touching
 the production code, to count statements and commits: each COMMIT, and each statement that
-changed rows outside a transaction (SQLite commits that one on its own). On SIGUSR1 and at
-exit it writes the totals so far to the file named by STATEMENT_COUNTS, so the benchmark can
-subtract the counts read before its first interaction from those read after its last reply.
+changed rows outside a transaction (SQLite commits that one on its own). With COUNT_CALLS
+set it also counts the Python calls the event loop's thread makes (cProfile's, builtins
+included) from its first SIGUSR1 on: a measure of work that, unlike CPU time, does not move
+with the machine's speed (it does move a little with timing: how many events one turn of
+the loop finds). On SIGUSR1 and at exit it writes the totals so far to the file named by
+STATEMENT_COUNTS, so the benchmark can subtract the counts read before its first interaction
+from those read after its last reply.
 """
 
 from __future__ import annotations
 
 import atexit
+import cProfile
 import json
 import os
 import signal
@@ -20,7 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COUNTS = {"statements": 0, "commits": 0, "dumps": 0}
+COUNTS = {"statements": 0, "commits": 0, "calls": 0, "dumps": 0}
+PROFILE = cProfile.Profile() if os.environ.get("COUNT_CALLS") else None
 
 
 _run: Any = None  # storage.sqlite._Session._run, wrapped by `main`
@@ -40,6 +48,11 @@ async def _counted_run(self: Any, sql: str, args: tuple[Any, ...], read: Any) ->
 
 def dump(*_: object) -> None:
     COUNTS["dumps"] += 1
+    if PROFILE is not None:
+        if COUNTS["dumps"] > 1:
+            PROFILE.disable()
+            COUNTS["calls"] = sum(entry.callcount for entry in PROFILE.getstats())
+        PROFILE.enable()
     path = Path(os.environ["STATEMENT_COUNTS"])
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(COUNTS))
@@ -58,6 +71,18 @@ def main() -> int:
     return run_bot.main()
 
 
+def main_floor() -> None:
+    import runpy
+
+    signal.signal(signal.SIGUSR1, dump)
+    atexit.register(dump)
+    runpy.run_module("bench.floor_bot", run_name="__main__")
+
+
 if __name__ == "__main__":
-    sys.path[0] = os.getcwd()  # ours is imported from the directory it is run in
-    sys.exit(main())
+    if sys.argv[1:] == ["floor"]:
+        sys.path[0] = str(Path(__file__).resolve().parents[1])  # the floor of this tree
+        main_floor()
+    else:
+        sys.path[0] = os.getcwd()  # ours is imported from the directory it is run in
+        sys.exit(main())

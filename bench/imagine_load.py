@@ -2,7 +2,8 @@
 beside the floor (`bench.floor_bot`), interleaved in one run.
 
     python -m bench.imagine_load [--sizes 200] [--arrivals burst spread] [--rounds 2]
-                                 [--bots ours floor] [--count-statements] [--duration 3]
+                                 [--bots ours floor] [--count-statements] [--count-calls]
+                                 [--duration 3]
                                  [--backend omniinfer|a1111] [--servers 4]
                                  [--database sqlite|postgresql] [--processes 1]
                                  [--database-url postgresql://...] [--ours-tree DIR]
@@ -50,6 +51,10 @@ the processes. Its figures are saved with a `pg2_` prefix (`pg<processes>_`).
 commit's clean snapshot while others edit this one. `--count-statements` adds one round of
 ours run through `bench.counting_bot`, which counts the SQLite statements and commits over
 the same window (that round's other figures are not used: the counting is not free).
+`--count-calls` adds one round of each bot under cProfile (`bench.counting_bot`, with ours'
+statements counted too) and prints the Python calls per job of each and their ratio: a
+measure of work that does not drift with the machine's speed, as CPU time does, so a change
+that saves 3 % shows in one run.
 """
 
 from __future__ import annotations
@@ -90,8 +95,15 @@ SPREAD_PACE = 1.1  # a1111, spread: gaps between arrivals, in duration/servers
 MODULES = {
     "ours": "tests.fakes.run_bot",
     "floor": "bench.floor_bot",
-    "counted": "bench.counting_bot",  # ours, counting its SQLite statements
+    "counted": "bench.counting_bot",  # ours, counting its SQLite statements (and calls)
+    "counted_floor": "bench.counting_bot floor",  # the floor, counting its calls
 }
+COUNTED = ("counted", "counted_floor")
+COUNTS = ("statements", "commits", "calls")  # what bench.counting_bot counts
+
+
+def is_floor(bot: str) -> bool:
+    return bot in ("floor", "counted_floor")
 
 
 @dataclass(frozen=True)
@@ -236,10 +248,10 @@ async def wait_all(
 async def database(bot: str, deployment: Deployment, tmp: Path) -> AsyncIterator[dict[str, str]]:
     """Ours' database settings for one run: a SQLite file in the run's folder, or a fresh
     database on the PostgreSQL server, dropped afterwards; none for the floor."""
-    if bot == "floor":
-        yield {}
-        return
     counts = {"STATEMENT_COUNTS": str(tmp / "counts.json")}  # read by bench.counting_bot
+    if is_floor(bot):
+        yield counts if bot in COUNTED else {}
+        return
     if deployment.server is None:
         yield {"DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}", **counts}
         return
@@ -297,18 +309,18 @@ async def start_bot(
             "SHARD_IDS": str(server.shard),
             "INSTANCE_ID": f"bench-{server.shard}",
         }
-        if bot != "floor":  # global commands: ours drops those of a dev server not its own
+        if not is_floor(bot):  # global commands: ours drops those of a dev server not its own
             del settings["DEV_GUILD_ID"]
-    if bot != "floor":
+    if not is_floor(bot):
         settings |= {
             "ACCOUNT_CREDIT": "1000000",
             "MAX_JOBS_IN_FLIGHT": str(max(8, n)),
             "MAX_QUEUE_LENGTH": "100000",
             "LOG_LEVEL": "ERROR",
         }
-    tree = ROOT if bot == "floor" else ours_tree
-    if bot == "counted":  # by path: ours' tree need not hold it
-        command = [str(ROOT / "bench" / "counting_bot.py")]
+    tree = ROOT if is_floor(bot) else ours_tree
+    if bot in COUNTED:  # by path: ours' tree need not hold it
+        command = [str(ROOT / "bench" / "counting_bot.py"), *MODULES[bot].split()[1:]]
     else:
         command = ["-m", MODULES[bot]]
     process = await asyncio.create_subprocess_exec(
@@ -340,7 +352,7 @@ async def bots(
             processes.append(
                 await start_bot(bot, fake, server, len(servers), n, ours_tree, settings)
             )
-        if bot != "floor":
+        if not is_floor(bot):
             await no_cooldown(settings["DATABASE_URL"], [s.guild.id for s in servers])
         yield processes
     finally:
@@ -438,7 +450,7 @@ async def run_once(
             bots(bot, fake, servers, n, ours_tree, settings)
         )
         polls_before, requests_before = await emulator_requests(omni_url)
-        if bot == "counted":
+        if bot in COUNTED:
             before = await statement_counts(processes[0], tmp / "counts.json", 1)
         cpu_before = cpu_seconds(processes)
         if watch:
@@ -449,9 +461,9 @@ async def run_once(
         if watch:
             pg = watch.stop()
         memory = peak_memory_mib(processes)
-        if bot == "counted":
+        if bot in COUNTED:
             after = await statement_counts(processes[0], tmp / "counts.json", 2)
-            counted = {k: after[k] - before[k] for k in ("statements", "commits")}
+            counted = {k: after[k] - before[k] for k in COUNTS}
         polls, requests = await emulator_requests(omni_url)
         polls, requests = polls - polls_before, requests - requests_before
     await fake.stop()
@@ -494,7 +506,7 @@ async def run_once_a1111(
         settings |= {"BACKEND": "a1111", "A1111_URLS": ",".join(urls)}
         processes = await stack.enter_async_context(bots(bot, fake, guilds, n, ours_tree, settings))
         before = await a1111_stats(urls)
-        if bot == "counted":
+        if bot in COUNTED:
             counts_before = await statement_counts(processes[0], tmp / "counts.json", 1)
         cpu_before = cpu_seconds(processes)
         records = await imagine_all(fake, members, gap)
@@ -502,9 +514,9 @@ async def run_once_a1111(
         await wait_all(fake, records, delivered, what, timeout=120 + 3 * n)
         cpu = cpu_seconds(processes) - cpu_before
         memory = peak_memory_mib(processes)
-        if bot == "counted":
+        if bot in COUNTED:
             after_counts = await statement_counts(processes[0], tmp / "counts.json", 2)
-            counted = {k: after_counts[k] - counts_before[k] for k in ("statements", "commits")}
+            counted = {k: after_counts[k] - counts_before[k] for k in COUNTS}
         after = await a1111_stats(urls)
     await fake.stop()
     ends = sorted(r.latest.at for r in records)  # type: ignore[union-attr]
@@ -645,10 +657,17 @@ async def measure(
         if per_round:
             result["ratio_bot_cpu_ms_per_job_min"] = min(per_round)
             result["ratio_bot_cpu_ms_per_job_max"] = max(per_round)
-    if args.count_statements:
+    if args.count_statements or args.count_calls:
         counted = await one("counted")
         result["statements_per_job"] = counted["statements"] / n
         result["commits_per_job"] = counted["commits"] / n
+    if args.count_calls:
+        floor_calls = (await one("counted_floor"))["calls"] / n
+        result |= {
+            "python_calls_per_job": counted["calls"] / n,
+            "floor_python_calls_per_job": floor_calls,
+            "ratio_python_calls_per_job": counted["calls"] / n / floor_calls,
+        }
     return result
 
 
@@ -701,6 +720,9 @@ def side_by_side(result: dict[str, Any], keys: tuple[str, ...] = ROWS) -> str:
                 spread,
             ]
         )
+    if "python_calls_per_job" in result:
+        key = "python_calls_per_job"
+        rows.append([key, result[key], result[f"floor_{key}"], result[f"ratio_{key}"], ""])
     for key in ("statements_per_job", "commits_per_job"):
         if key in result:
             rows.append([key, result[key], "0", "", ""])
@@ -726,6 +748,8 @@ def deployment(args: argparse.Namespace) -> Iterator[Deployment]:
 
 async def main(args: argparse.Namespace) -> None:
     figures: dict[str, Any] = {}
+    if args.count_calls:
+        os.environ["COUNT_CALLS"] = "1"  # read by bench.counting_bot in the counted rounds
     with deployment(args) as ours:
         for arrival in args.arrivals:
             for n in args.sizes:
@@ -756,10 +780,11 @@ def checked(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     if args.processes > 1 and args.database != "postgresql":
         parser.error("--processes above 1 needs --database postgresql (one shared database)")
-    if args.database == "postgresql" and (args.backend != "omniinfer" or args.count_statements):
+    counting = args.count_statements or args.count_calls
+    if args.database == "postgresql" and (args.backend != "omniinfer" or counting):
         parser.error(
-            "--database postgresql goes with the Omniinfer backend, without "
-            "--count-statements (its round trips are counted from the server log)"
+            "--database postgresql goes with the Omniinfer backend, without --count-statements "
+            "or --count-calls (its round trips are counted from the server log)"
         )
     return args
 
@@ -776,6 +801,11 @@ if __name__ == "__main__":
         "--count-statements",
         action="store_true",
         help="one more round of ours counting its SQLite statements and commits",
+    )
+    parser.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="one more round of each bot counting its Python calls (and ours' statements)",
     )
     parser.add_argument(
         "--ours-tree",

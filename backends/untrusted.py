@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import io
 import ipaddress
 import logging
@@ -208,18 +209,13 @@ async def run_in_image_thread(func: Callable[..., _T], /, *args: object) -> _T:
 # its check costs the same CPU wherever it runs, and on the loop it saves the hop to an image
 # thread, measured here at 0.15 ms of CPU per image, 17 system calls (11 of them futex) and one
 # more wake-up of the loop. An honest 2 MiB PNG holds the loop for 0.6 ms (zlib.crc32 runs at
-# 3.7 GB/s here; then 64 KiB are inflated), one made to be slow for at most about 5 ms (2 MiB
-# of text before the pixels, which Pillow copies and decodes; a pixel stream is inflated only
-# a little past the rows it must give: _INFLATE_SLACK). Larger PNGs and every JPEG and
-# WebP, whose decoding takes milliseconds, are left to the image threads.
+# 3.7 GB/s here; then 16 KiB are inflated); a pixel stream is inflated only a little past the
+# rows it must give (_INFLATE_SLACK), and no other chunk is inflated at all. Larger PNGs and
+# every JPEG and WebP, whose decoding takes milliseconds, are left to the image threads.
 INLINE_CHECK_BYTES = 2 * 1024 * 1024
-# ... made of at most this many chunks: Pillow reads those before the pixels one by one in
-# Python, and the check reads them all (in 2 MiB, 170 000 empty chunks would cost 0.1 s to
-# check and more to open). libpng's 8 KiB pixel chunks make about 260 in INLINE_CHECK_BYTES.
+# ... made of at most this many chunks: the check reads each in Python (in 2 MiB, 170 000
+# empty chunks would cost 0.1 s). libpng's 8 KiB pixel chunks make about 260 in 2 MiB.
 INLINE_CHECK_CHUNKS = 512
-# Chunks Pillow inflates as it opens a PNG, up to 1 MiB each: a few kB of them made on purpose
-# cost seconds (700 ICC profiles in 0.7 MB: 1.5 s), so a PNG holding any goes to the threads.
-_INFLATED_ON_OPEN = frozenset({b"iCCP", b"zTXt", b"iTXt"})
 
 
 async def check_image(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageFacts:
@@ -250,21 +246,21 @@ def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageF
     INLINE_CHECK_BYTES for how long that holds the loop).
 
     A PNG is proved whole by its own checksums (every chunk's CRC, IHDR to IEND) and its
-    pixel stream by inflating its start, in one pass over its chunks and without decoding
-    the pixels: under 0.1 ms of CPU for a 1024² PNG against about 5 ms to decode it, which
-    was the most expensive step of a job. The stream must inflate to its first 64 KiB of
-    rows, each starting with a valid filter; an image smaller than that, to exactly its
-    size. What this lets through is a larger stream made on purpose to go wrong after its
-    first 64 KiB, with valid checksums: it would be posted as a broken picture, and is never
-    decoded here. JPEG and WebP carry no checksums, so they are decoded in full.
+    pixel stream by inflating its start, in one pass over its chunks, without Pillow and
+    without decoding the pixels: under 0.1 ms of CPU for a 1024² PNG against about 5 ms to
+    decode it, which was the most expensive step of a job. Its header must give a size
+    within `limits` and a pixel format PNG defines. The stream must inflate to its first
+    16 KiB of rows, each starting with a valid filter; an image smaller than that, to
+    exactly its size. What this lets through is a larger stream made on purpose to go wrong
+    after its first 16 KiB, with valid checksums: it would be posted as a broken picture,
+    and is never decoded here. JPEG and WebP carry no checksums, so they are decoded in full.
     """
     if len(data) > limits.max_bytes:
         raise BadOutput(f"the image is {len(data)} bytes, over the {limits.max_bytes} allowed")
+    if data.startswith(_PNG_SIGNATURE):
+        return _check_png(data, limits)
     with open_image(data, limits) as im:
         facts = ImageFacts(width=im.width, height=im.height, format=str(im.format))
-        if im.format == "PNG":
-            _check_png(data)
-            return facts
         try:
             im.load()
         except Exception as exc:  # Pillow raises many kinds on damaged data
@@ -273,12 +269,16 @@ def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageF
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_INFLATE_PROBE = 64 * 1024  # bytes of a PNG's pixel stream inflated to check it is one
+# Bytes of a PNG's pixel stream inflated to check it is one: five rows of a 1024-wide RGB
+# image. More proves nothing more (a stream made to go wrong further on passes either way);
+# 64 KiB cost 25 µs more per 1024² image, a quarter of its check.
+_INFLATE_PROBE = 16 * 1024
 # Compressed bytes inflated beyond the rows wanted, at most: an encoder needs a few (zlib's
 # header and checksum, 5 per 64 KiB stored block), while a stream of empty blocks made to
 # keep zlib rebuilding its tables would hold the loop for 150 ms per 2 MiB.
 _INFLATE_SLACK = 1024
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, ...
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _PNG_FILTERS = 5  # a row starts with its filter: none, sub, up, average or Paeth
 # Adam7, the interlacing: each pass takes the pixels from (x, y) on, every dx-th of every dy-th.
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
@@ -288,8 +288,8 @@ _NOT_INTERLACED = ((0, 0, 1, 1),)
 
 def _checks_quickly(data: bytes) -> bool:
     """Whether `data` is a PNG whose check is sure to be short enough to run on the loop: at
-    most INLINE_CHECK_BYTES and INLINE_CHECK_CHUNKS chunks, none that Pillow inflates on
-    opening. Reads the chunk headers only; a PNG cut short is refused as quickly."""
+    most INLINE_CHECK_BYTES and INLINE_CHECK_CHUNKS chunks. Reads the chunk headers only; a
+    PNG cut short is refused as quickly."""
     if len(data) > INLINE_CHECK_BYTES or not data.startswith(_PNG_SIGNATURE):
         return False
     position = len(_PNG_SIGNATURE)
@@ -299,26 +299,45 @@ def _checks_quickly(data: bytes) -> bool:
         length, kind = struct.unpack_from(">I4s", data, position)
         if kind == b"IEND":
             return True
-        if kind in _INFLATED_ON_OPEN:
-            return False
         position += 12 + length  # length and type, the data, its CRC
     return False
 
 
-def _check_png(data: bytes) -> None:
+def _check_png(data: bytes, limits: ImageLimits) -> ImageFacts:
     """Prove a PNG whole (see `check_image_sync`) in one pass over its chunks, copying none:
-    IHDR first, every chunk's CRC up to IEND, and the start of the pixel stream its IDAT
-    chunks hold. Raises only `BadOutput`."""
+    IHDR first (its size within `limits`, else `TooManyPixels`), every chunk's CRC up to
+    IEND, and the start of the pixel stream its IDAT chunks hold. Raises only `BadOutput`."""
     with memoryview(data) as view:
         chunks = _png_chunks(view)
         kind, header = next(chunks)
         if kind != b"IHDR" or len(header) != 13:
             raise _damaged_png("it does not start with its IHDR chunk")
-        pixels = _PixelProbe(_png_passes(header))
+        width, height, depth, colour_type, compression, filtering, interlace = struct.unpack(
+            ">IIBBBBB", header
+        )
+        if not (0 < width < 2**31 and 0 < height < 2**31):  # PNG's own bounds
+            raise _damaged_png(f"its header gives a size of {width}×{height}")
+        if width * height > limits.max_pixels:
+            raise TooManyPixels(
+                f"the image is {width}×{height} pixels, over the {limits.max_pixels} allowed"
+            )
+        if depth not in _PNG_DEPTHS.get(colour_type, ()):
+            raise BadOutput(
+                f"the PNG image has an unknown pixel format (colour type {colour_type}, "
+                f"{depth} bits)"
+            )
+        if compression or filtering:
+            raise _damaged_png("its header names an unknown compression or filter method")
+        if interlace > 1:
+            raise _damaged_png(f"it has an unknown interlace method {interlace}")
+        pixels = _PixelProbe(
+            _png_passes(width, height, depth, _PNG_CHANNELS[colour_type], interlace)
+        )
         for kind, body in chunks:
             if kind == b"IDAT":
                 pixels.feed(body)
         pixels.check()
+    return ImageFacts(width=width, height=height, format="PNG")
 
 
 def _png_chunks(view: memoryview) -> Iterator[tuple[bytes, memoryview]]:
@@ -342,15 +361,11 @@ def _png_chunks(view: memoryview) -> Iterator[tuple[bytes, memoryview]]:
     raise _damaged_png("it is cut short (no IEND chunk)")
 
 
-def _png_passes(header: memoryview) -> list[tuple[int, int]]:
-    """From a PNG's IHDR, each pass of its pixel stream as (bytes per row, filter byte
-    included; rows): one pass, or Adam7's seven (the empty ones left out) when interlaced."""
-    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    channels = _PNG_CHANNELS.get(colour_type)
-    if channels is None:
-        raise BadOutput(f"the PNG image has an unknown colour type {colour_type}")
-    if interlace > 1:
-        raise _damaged_png(f"it has an unknown interlace method {interlace}")
+def _png_passes(
+    width: int, height: int, depth: int, channels: int, interlace: int
+) -> list[tuple[int, int]]:
+    """Each pass of a PNG's pixel stream as (bytes per row, filter byte included; rows): one
+    pass, or Adam7's seven (the empty ones left out) when interlaced."""
     passes = []
     for x, y, dx, dy in _ADAM7 if interlace else _NOT_INTERLACED:
         columns, rows = -(-(width - x) // dx), -(-(height - y) // dy)  # rounded up
@@ -361,7 +376,7 @@ def _png_passes(header: memoryview) -> list[tuple[int, int]]:
 
 class _PixelProbe:
     """The start of a PNG's pixel stream, inflated from its IDAT chunks as they come: its
-    first 64 KiB of rows or, for a smaller image, all its rows and one byte more if there is
+    first 16 KiB of rows or, for a smaller image, all its rows and one byte more if there is
     one (then it is too long)."""
 
     def __init__(self, passes: list[tuple[int, int]]) -> None:
@@ -417,8 +432,7 @@ def _damaged_png(reason: str) -> BadOutput:
 def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Pillow's lazy `Image.open` of `data`, refused unless PNG/JPEG/WebP within
     `limits.max_pixels` (`TooManyPixels`, else `BadOutput`); nothing is decoded yet. The
-    caller closes it. Blocks: call it in a worker thread (`check_image` calls it on the loop
-    only for a PNG `_checks_quickly` admits)."""
+    caller closes it. Blocks: call it in a worker thread."""
     try:
         im = Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS))
     except Image.DecompressionBombError:
@@ -719,6 +733,7 @@ def _check_url_shape(url: URL) -> None:
         raise BadOutput(f"refusing image URL {_short(url)}: it carries credentials")
 
 
+@functools.lru_cache(maxsize=256)  # an upstream serves its images from a few hosts
 def _literal(host: str) -> IPAddress | None:
     """`host` as an IP address, or None for a name. Only a host that could be one (ending in
     a digit, or holding a colon) is parsed, so the usual name costs no exception."""

@@ -30,12 +30,16 @@ from jobs.model import (
 from quota import ledger
 from storage import Connection, Database, Row
 
-_UNFINISHED = (
-    JobState.QUEUED,
-    JobState.STARTING,
-    JobState.SUBMITTING,
-    JobState.SUBMITTED,
-    JobState.DELIVERING,
+# The states of jobs not ended yet, as stored.
+_UNFINISHED = tuple(
+    state.value
+    for state in (
+        JobState.QUEUED,
+        JobState.STARTING,
+        JobState.SUBMITTING,
+        JobState.SUBMITTED,
+        JobState.DELIVERING,
+    )
 )
 # Jobs whose images count against limits and allotments: not the released (refunded) ones.
 _COUNTED = (Charge.RESERVED.value, Charge.COMMITTED.value)
@@ -76,7 +80,7 @@ async def member_activity(
         guild_id,
         since,
         *_COUNTED,
-        *(state.value for state in _UNFINISHED),
+        *_UNFINISHED,
     )
     return MemberActivity(
         recent=tuple(
@@ -189,7 +193,7 @@ class JobStore:
     async def unfinished(self, *, own: bool = False) -> list[Job]:
         """Jobs not ended yet, oldest first: every process's, or (`own`) this one's."""
         sql = "SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4, $5)"
-        args: list[Any] = [s.value for s in _UNFINISHED]
+        args: list[Any] = list(_UNFINISHED)
         if own:
             sql += " AND owner = $6"
             args.append(self.owner)
@@ -203,7 +207,7 @@ class JobStore:
             """SELECT * FROM jobs WHERE state IN ($1, $2, $3, $4, $5) AND owner <> $6
                  AND owner NOT IN (SELECT owner FROM leases WHERE expires_at > $7)
                ORDER BY created_at""",
-            *(s.value for s in _UNFINISHED),
+            *_UNFINISHED,
             self.owner,
             self.clock(),
         )

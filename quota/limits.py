@@ -97,22 +97,19 @@ def validate_value(field: LimitField, value: int) -> OutOfRange | None:
 
 
 def resolve(rules: list[Rule], *, guild_id: int, user_id: int, role_ids: set[int]) -> Limits:
-    """Apply the precedence above to the rules stored for one guild."""
-    values: dict[str, int] = {}
-    for field in LimitField:
-        relevant = [r for r in rules if r.field is field]
-        user = [r.value for r in relevant if r.scope is ScopeKind.USER and r.scope_id == user_id]
-        roles = [r.value for r in relevant if r.scope is ScopeKind.ROLE and r.scope_id in role_ids]
-        guild = [r.value for r in relevant if r.scope is ScopeKind.GUILD and r.scope_id == guild_id]
-        if user:
-            values[field.value] = user[0]
-        elif roles:
-            values[field.value] = min(roles)
-        elif guild:
-            values[field.value] = guild[0]
-        else:
-            values[field.value] = BUILT_IN_DEFAULTS[field]
-    return Limits(**values)
+    """Apply the precedence above to the rules stored for one guild, in one pass over them."""
+    user: dict[LimitField, int] = {}
+    roles: dict[LimitField, int] = {}
+    guild: dict[LimitField, int] = {}
+    for rule in rules:
+        if rule.scope is ScopeKind.USER and rule.scope_id == user_id:
+            user.setdefault(rule.field, rule.value)
+        elif rule.scope is ScopeKind.ROLE and rule.scope_id in role_ids:
+            roles[rule.field] = min(rule.value, roles.get(rule.field, rule.value))
+        elif rule.scope is ScopeKind.GUILD and rule.scope_id == guild_id:
+            guild.setdefault(rule.field, rule.value)
+    values = BUILT_IN_DEFAULTS | guild | roles | user  # the later wins
+    return Limits(**{field.value: value for field, value in values.items()})
 
 
 @dataclass(frozen=True)

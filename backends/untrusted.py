@@ -8,9 +8,9 @@ wrong: nothing is posted) or `Unavailable` (the network failed: safe to try agai
 
 - `fetch_images(session, urls, expected=, policy=)` → checked image bytes, in URL order.
 - `check_image(bytes)` → `ImageFacts`; the pixel count is read from the header and refused
-  before anything is decoded; a PNG is then proved whole by its checksums and the start of its
-  pixel stream, in one pass (on the loop when it is small and plain), a JPEG or WebP by
-  decoding it in a worker thread.
+  before anything is decoded; a PNG is then proved whole by its checksums, the order of its
+  critical chunks and the start of its pixel stream, in one pass (on the loop when it is
+  small), a JPEG or WebP by decoding it in a worker thread.
 - `decode_base64_image`, `clean_upstream_text`, `checked_seed`: the small checks on JSON fields.
 - `address_refusal(address)`: why the bot must not connect to an IP address (pure; no DNS).
 """
@@ -221,11 +221,10 @@ INLINE_CHECK_CHUNKS = 512
 async def check_image(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageFacts:
     """Prove `data` is one PNG/JPEG/WebP image within `limits` (see `check_image_sync`).
 
-    A PNG that `_checks_quickly` admits (at most INLINE_CHECK_BYTES and INLINE_CHECK_CHUNKS,
-    nothing Pillow inflates on opening) is checked right here on the loop, which saves the
-    hop to a thread and holds the loop for under a millisecond (a few for a PNG made to be
-    slow). Larger PNGs, and every JPEG and WebP (decoded in full), are checked on the image
-    threads.
+    A PNG that `_checks_quickly` admits (at most INLINE_CHECK_BYTES and INLINE_CHECK_CHUNKS)
+    is checked right here on the loop, which saves the hop to a thread and holds the loop
+    for under a millisecond (its only inflating is of 16 KiB of pixel rows). Larger PNGs,
+    and every JPEG and WebP (decoded in full), are checked on the image threads.
 
     Raises `BadOutput` when it is too many bytes, not an image, another format or does not
     decode, and its subclass `TooManyPixels` when the header gives more than
@@ -245,15 +244,16 @@ def check_image_sync(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageF
     the loop only for data `_checks_quickly` admits, as `check_image` does (see
     INLINE_CHECK_BYTES for how long that holds the loop).
 
-    A PNG is proved whole by its own checksums (every chunk's CRC, IHDR to IEND) and its
-    pixel stream by inflating its start, in one pass over its chunks, without Pillow and
-    without decoding the pixels: under 0.1 ms of CPU for a 1024² PNG against about 5 ms to
-    decode it, which was the most expensive step of a job. Its header must give a size
-    within `limits` and a pixel format PNG defines. The stream must inflate to its first
-    16 KiB of rows, each starting with a valid filter; an image smaller than that, to
-    exactly its size. What this lets through is a larger stream made on purpose to go wrong
-    after its first 16 KiB, with valid checksums: it would be posted as a broken picture,
-    and is never decoded here. JPEG and WebP carry no checksums, so they are decoded in full.
+    A PNG is proved whole by its own checksums (every chunk's CRC, IHDR to IEND), the order
+    of its critical chunks (`_CriticalChunks`) and its pixel stream by inflating its start,
+    in one pass over its chunks, without Pillow and without decoding the pixels: under
+    0.1 ms of CPU for a 1024² PNG against about 5 ms to decode it, which was the most
+    expensive step of a job. Its header must give a size within `limits` and a pixel format
+    PNG defines. The stream must inflate to its first 16 KiB of rows, each starting with a
+    valid filter; an image smaller than that, to exactly its size. What this lets through
+    is a larger stream made on purpose to go wrong after its first 16 KiB, or a damaged
+    ancillary chunk (text, profile), with valid checksums: it would be posted as it is, and
+    is never decoded here. JPEG and WebP carry no checksums, so they are decoded in full.
     """
     if len(data) > limits.max_bytes:
         raise BadOutput(f"the image is {len(data)} bytes, over the {limits.max_bytes} allowed")
@@ -333,11 +333,55 @@ def _check_png(data: bytes, limits: ImageLimits) -> ImageFacts:
         pixels = _PixelProbe(
             _png_passes(width, height, depth, _PNG_CHANNELS[colour_type], interlace)
         )
+        order = _CriticalChunks(colour_type)
         for kind, body in chunks:
+            order.see(kind, len(body))
             if kind == b"IDAT":
                 pixels.feed(body)
         pixels.check()
     return ImageFacts(width=width, height=height, format="PNG")
+
+
+class _CriticalChunks:
+    """PNG's rules for the chunks a decoder needs, after IHDR, so that the check reads the
+    image a decoder would: no second IHDR (Pillow takes the last, which could hide the real
+    size), one palette of whole entries before the pixels where PNG has one, the pixel data
+    in one run, and no critical chunk it does not know (a decoder must stop there). The
+    ancillary chunks (text, profile, transparency...) are held to their CRC alone, as
+    decoders skip a damaged one."""
+
+    def __init__(self, colour_type: int) -> None:
+        self.colour_type = colour_type
+        self.palette = False
+        self.pixels = False  # an IDAT seen
+        self.after_pixels = False  # and another chunk after it
+
+    def see(self, kind: bytes, length: int) -> None:
+        if kind == b"IDAT":
+            if self.after_pixels:
+                raise _damaged_png("its pixel data is split by other chunks")
+            if self.colour_type == 3 and not self.palette:
+                raise _damaged_png("the palette image has no palette before its pixels")
+            self.pixels = True
+            return
+        self.after_pixels = self.pixels
+        if kind == b"IHDR":
+            raise _damaged_png("it has a second IHDR chunk")
+        if kind == b"PLTE":
+            self._palette(length)
+        elif kind != b"IEND" and kind[:1].isupper():  # PNG marks a critical chunk so
+            raise _damaged_png(f"it has an unknown critical chunk {kind.decode()}")
+
+    def _palette(self, length: int) -> None:
+        if self.palette:
+            raise _damaged_png("it has a second PLTE chunk")
+        if self.pixels:
+            raise _damaged_png("it has a PLTE after its pixels")
+        if self.colour_type in (0, 4):
+            raise _damaged_png("it has a PLTE in a grey image")
+        if not length or length % 3 or length > 3 * 256:
+            raise _damaged_png(f"it has a PLTE of {length} bytes")
+        self.palette = True
 
 
 def _png_chunks(view: memoryview) -> Iterator[tuple[bytes, memoryview]]:

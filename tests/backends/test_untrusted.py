@@ -673,6 +673,69 @@ async def test_check_image_refuses_a_png_whose_header_png_does_not_define(
         await check_image(png + png_chunk(b"IEND", b""))
 
 
+def ihdr(width: int, height: int, colour_type: int = 2, depth: int = 8) -> bytes:
+    return png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
+
+
+PIXELS_8X8 = png_chunk(b"IDAT", zlib.compress(ROWS_8X8))
+PALETTE = png_chunk(b"PLTE", bytes(3 * 4))
+GREY_8X8 = png_chunk(b"IDAT", zlib.compress((b"\0" + bytes(8)) * 8))
+
+
+@pytest.mark.parametrize(
+    ("chunks", "why"),
+    [
+        ([ihdr(8, 8), ihdr(5000, 5000), PIXELS_8X8], "a second IHDR"),
+        ([ihdr(8, 8), ihdr(4, 4), PIXELS_8X8], "a second IHDR"),
+        ([ihdr(8, 8), PIXELS_8X8, ihdr(4, 4)], "a second IHDR"),
+        ([ihdr(8, 8, colour_type=3), GREY_8X8], "no palette before its pixels"),
+        ([ihdr(8, 8, colour_type=3), PALETTE, PALETTE, GREY_8X8], "a second PLTE"),
+        ([ihdr(8, 8), PIXELS_8X8, PALETTE], "PLTE after its pixels"),
+        ([ihdr(8, 8, colour_type=0), PALETTE, GREY_8X8], "PLTE in a grey image"),
+        ([ihdr(8, 8, colour_type=3), png_chunk(b"PLTE", bytes(4)), GREY_8X8], "PLTE of 4 bytes"),
+        ([ihdr(8, 8, colour_type=3), png_chunk(b"PLTE", bytes(771)), GREY_8X8], "PLTE of 771"),
+        (
+            [
+                ihdr(8, 8),
+                png_chunk(b"IDAT", zlib.compress(ROWS_8X8)[:10]),
+                png_chunk(b"tEXt", b"a\0b"),
+                png_chunk(b"IDAT", zlib.compress(ROWS_8X8)[10:]),
+            ],
+            "pixel data is split by other chunks",
+        ),
+        ([ihdr(8, 8), png_chunk(b"ABCD", b""), PIXELS_8X8], "unknown critical chunk ABCD"),
+    ],
+    ids=[
+        "second IHDR over the limit",
+        "second IHDR",
+        "IHDR after the pixels",
+        "palette image without PLTE",
+        "second PLTE",
+        "PLTE after IDAT",
+        "PLTE in grey",
+        "short PLTE",
+        "long PLTE",
+        "IDAT split",
+        "unknown critical chunk",
+    ],
+)
+async def test_check_image_refuses_a_png_whose_chunks_a_decoder_would_read_otherwise(
+    chunks: list[bytes], why: str
+) -> None:
+    """The check reads the image a decoder would: one IHDR (Pillow takes the last one, so a
+    second could hide the real size), a palette where and when PNG wants one, the pixel
+    data in one run, and no critical chunk it does not know (decoders must stop there).
+    All checksums valid."""
+    with pytest.raises(BadOutput, match=why):
+        await check_image(PNG_SIGNATURE + b"".join(chunks) + png_chunk(b"IEND", b""))
+
+
+async def test_check_image_accepts_a_palette_png_and_ancillary_chunks() -> None:
+    png = [ihdr(8, 8, colour_type=3), png_chunk(b"sRGB", b"\0"), PALETTE, png_chunk(b"tRNS", b"\0"),
+           GREY_8X8, png_chunk(b"tEXt", b"a\0b"), png_chunk(b"IEND", b"")]  # fmt: skip
+    assert await check_image(PNG_SIGNATURE + b"".join(png)) == ImageFacts(8, 8, "PNG")
+
+
 async def test_check_image_accepts_a_png_whose_pixel_stream_fits_its_size() -> None:
     png = png_with_pixel_stream(8, 8, zlib.compress(ROWS_8X8))
     assert await check_image(png) == ImageFacts(8, 8, "PNG")

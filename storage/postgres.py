@@ -27,6 +27,8 @@ _UNAVAILABLE = (
 
 # The advisory lock key exclusive transactions hold (any constant; no other lock uses it).
 _EXCLUSIVE_LOCK = 0x5D1A_C1A1
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_BEGIN_EXCLUSIVE = f"{_BEGIN}; SELECT pg_advisory_xact_lock({_EXCLUSIVE_LOCK})"
 
 _PASSWORD = re.compile(r"://[^:/@]*:([^@]*)@")
 
@@ -158,7 +160,7 @@ class PostgresDatabase:
         """See `Database.transaction`. READ COMMITTED whatever the server's default: the
         bot's transactions are written for it (row locks), and an exclusive one's lock is
         taken before its statements' snapshots, so they see every change committed by the
-        previous holder."""
+        previous holder. BEGIN and that lock go in one round trip (one simple query)."""
         self._refuse_inside_own_transaction()
         task = asyncio.current_task()
         assert task is not None
@@ -169,19 +171,16 @@ class PostgresDatabase:
                 session = _Session(conn)
                 conn.add_termination_listener(session.on_lost)
                 stack.callback(_stop_listening, conn, session)
-                transaction = conn.transaction(isolation="read_committed")
-                await session.call(transaction.start)
                 try:
-                    if exclusive:
-                        await session.execute("SELECT pg_advisory_xact_lock($1)", _EXCLUSIVE_LOCK)
+                    await session.call(conn.execute, _BEGIN_EXCLUSIVE if exclusive else _BEGIN)
                     yield session
                 except BaseException:
                     # If this fails too (a lost connection: the server has rolled back), the
                     # caller's error is the one to see; the pool resets or drops the connection.
                     with contextlib.suppress(Exception):
-                        await transaction.rollback()
+                        await conn.execute("ROLLBACK")
                     raise
-                await session.call(transaction.commit)
+                await session.call(conn.execute, "COMMIT")
         finally:
             self._in_transaction.discard(task)
 

@@ -152,6 +152,49 @@ async def test_the_race_holds_across_two_databases_standing_for_two_processes(
     await other.close()
 
 
+async def test_exclusive_transactions_take_turns_across_processes_and_read_what_came_before(
+    db, database_url, tmp_path
+):
+    """An exclusive transaction waits for another (here another process's) to end, and then
+    reads what it committed, even with plain reads that lock no row."""
+    other = await open_database(database_url, migrations_dir=tmp_path / "m")
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with db.transaction(exclusive=True) as conn:
+            await conn.execute("UPDATE account SET used = used + 1")
+            holding.set()
+            await release.wait()
+
+    async def second() -> int:
+        async with other.transaction(exclusive=True) as conn:
+            return await conn.fetchval("SELECT used FROM account")
+
+    holder = asyncio.create_task(first())
+    await holding.wait()
+    waiter = asyncio.create_task(second())
+    try:
+        await until_one_waits(db)
+        assert not waiter.done()
+    finally:
+        release.set()
+        await holder
+    assert await waiter == 1
+    await other.close()
+
+
+async def until_one_waits(db: Database) -> None:
+    """Until a transaction just begun waits for another: SQLite's retries BEGIN IMMEDIATE
+    while the file is locked; PostgreSQL's lock table shows it."""
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if db.dialect != "postgresql":
+            return
+        if await db.fetchval("SELECT COUNT(*) FROM pg_locks WHERE NOT granted"):
+            return
+    raise AssertionError("no transaction waited for the other")
+
+
 async def test_a_transaction_commits_or_rolls_back_as_a_whole(db):
     async with db.transaction() as conn:
         await conn.execute("UPDATE account SET used = 1")

@@ -39,10 +39,11 @@ from jobs.backend import (
     TaskTimedOut,
     Unavailable,
 )
+from jobs.endings import SETTLE_RETRY, Endings
 from jobs.failures import Failure, FailureKind, classify
 from jobs.intake import ABANDONED_AFTER, Intake
 from jobs.leases import Lease
-from jobs.model import UPSCALE_FACTOR, Charge, Job, JobKind, JobResult, JobState
+from jobs.model import UPSCALE_FACTOR, Job, JobKind, JobResult, JobState
 from jobs.positions import PlacesInLine
 from jobs.reporting import (
     DeliveryFailed,
@@ -53,8 +54,6 @@ from jobs.reporting import (
     Update,
 )
 from jobs.store import Claimed, JobStore
-from quota import ledger
-from quota.store import add_grant
 from storage import Connection, Database, StorageError
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,6 @@ LATE_WAIT = 30 * 60.0
 # A submit the backend certainly refused (rate limit, no server up) is tried again this many
 # times before the member is told it is unavailable.
 MAX_NOT_ACCEPTED = 30
-# Writing a job's ending is retried until it lands (a full disk, a database restart).
-SETTLE_RETRY = (0.5, 30.0)
 # At most this many jobs are claimed in one statement (a burst of arrivals).
 CLAIM_BATCH = 16
 # Room made by another process, or its jobs in line, are seen at the next look: this often
@@ -96,6 +93,7 @@ class JobRunner:
         self._admission = admission
         self._backend = backend
         self._reporter = reporter
+        self._endings = Endings(db, store, reporter, clock)
         self._sources = sources
         self._intake = intake
         self._clock = clock
@@ -303,7 +301,9 @@ class JobRunner:
         in the same statement."""
         async with self._ending_badly(job):
             if paused_reason:
-                await self._fail_as_seen(job, Failure(FailureKind.OUT_OF_CREDIT, paused_reason))
+                await self._endings.fail_as_seen(
+                    job, Failure(FailureKind.OUT_OF_CREDIT, paused_reason)
+                )
                 return
             source = None
             if job.state is JobState.STARTING:
@@ -312,7 +312,9 @@ class JobRunner:
                 try:
                     source = await self._sources.fetch(job)
                 except SourceImageMissing as error:
-                    await self._fail_as_seen(job, Failure(FailureKind.SOURCE_MISSING, str(error)))
+                    await self._endings.fail_as_seen(
+                        job, Failure(FailureKind.SOURCE_MISSING, str(error))
+                    )
                     return
                 moved = await self._store.advance(job, JobState.SUBMITTING)
                 if moved is None:
@@ -333,34 +335,36 @@ class JobRunner:
         try:
             yield
         except TaskTimedOut as error:
-            await self._fail(job, classify(error))
-            stored = await self._stored(job.id)  # with its handle, stored at submit
+            await self._endings.fail(job, classify(error))
+            stored = await self._endings.stored(job.id)  # with its handle, stored at submit
             if not error.by_server and stored is not None and stored.task_id is not None:
                 self._spawn_late(stored)
         except BackendError as error:
-            stored = await self._stored(job.id)
+            stored = await self._endings.stored(job.id)
             delivering = stored is not None and stored.state is JobState.DELIVERING
             if delivering and not isinstance(error, TaskLost):
                 # The images were made (and billed) and perhaps partly posted; what failed is
                 # the posting. (A task the backend lost says itself whether it was billed.)
-                await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, error.message))
+                await self._endings.fail(job, Failure(FailureKind.DELIVERY_FAILED, error.message))
             else:
-                await self._fail(job, classify(error))
+                await self._endings.fail(job, classify(error))
         except StorageError as error:
             # The database failed mid-job (a full disk, a restart): nothing is lost by
             # waiting. Once it answers, the job carries on from the state it has stored.
             log.error("storage fault during job %s (%s); waiting for the database", job.id, error)
-            stored = await self._stored(job.id)
+            stored = await self._endings.stored(job.id)
             if stored is not None and not stored.state.is_final:
                 await self._adopt(stored)
         except Exception as error:
             log.exception("job %s crashed", job.id)
-            stored = await self._stored(job.id)
+            stored = await self._endings.stored(job.id)
             if stored is not None and stored.state is JobState.DELIVERING:
                 # The backend made (and billed) the images; posting them is what failed.
-                await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, type(error).__name__))
+                await self._endings.fail(
+                    job, Failure(FailureKind.DELIVERY_FAILED, type(error).__name__)
+                )
             else:
-                await self._fail(job, Failure(FailureKind.INTERNAL, type(error).__name__))
+                await self._endings.fail(job, Failure(FailureKind.INTERNAL, type(error).__name__))
 
     async def _submit(self, job: Job, source: bytes | None) -> Job:
         """Send a SUBMITTING job to the backend and store the handle it answers with."""
@@ -369,11 +373,11 @@ class JobRunner:
         except NotAccepted as error:
             return await self._not_accepted(job, error)
         except OutOfCredit as error:
-            await self._pause(error.message)
-            await self._fail(job, classify(error))
+            await self._endings.pause(error.message)
+            await self._endings.fail(job, classify(error))
             return job.with_(state=JobState.FAILED)
         except BackendError as error:
-            await self._fail(job, classify(error))
+            await self._endings.fail(job, classify(error))
             return job.with_(state=JobState.FAILED)
         # The backend has the task now: its handle must not be lost to a storage fault, or a
         # billed task would never be followed. Storing it is retried until it lands.
@@ -400,7 +404,9 @@ class JobRunner:
         turn, and is claimed again after the backend's wait, until it has been refused too
         often."""
         if job.refusals >= MAX_NOT_ACCEPTED or not job.origin.can_use_token(self._clock()):
-            await self._fail(job, Failure(FailureKind.UNAVAILABLE, error.message, billed=False))
+            await self._endings.fail(
+                job, Failure(FailureKind.UNAVAILABLE, error.message, billed=False)
+            )
             return job.with_(state=JobState.FAILED)
         wait = max(0.2, error.retry_after or 1.0)
         back = await self._store.requeue(job, not_before=self._clock() + wait)
@@ -448,9 +454,9 @@ class JobRunner:
                 job, list(output.images), record=partial(self._store.record_followups, job)
             )
         except DeliveryFailed as error:
-            await self._fail(job, Failure(FailureKind.DELIVERY_FAILED, str(error)))
+            await self._endings.fail(job, Failure(FailureKind.DELIVERY_FAILED, str(error)))
             return
-        await self._settle(
+        await self._endings.settle(
             job,
             JobState.DONE,
             spent=True,
@@ -501,93 +507,6 @@ class JobRunner:
         )
         log.info("job %s delivered late (task %s)", job.id, job.task_id)
 
-    async def _stored(self, job_id: str) -> Job | None:
-        """The job as stored, waiting out a storage fault (retried until it answers)."""
-        delay, longest = SETTLE_RETRY
-        while True:
-            try:
-                return await self._store.get(job_id)
-            except StorageError as error:
-                log.error("could not read job %s (%s); retrying", job_id, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)
-
-    async def _fail(self, job: Job, failure: Failure) -> None:
-        """End `job` badly from whatever state it has reached meanwhile."""
-        fresh = await self._stored(job.id)
-        if fresh is not None and not fresh.state.is_final:
-            await self._fail_as_seen(fresh, failure)
-
-    async def _fail_as_seen(self, job: Job, failure: Failure) -> None:
-        """End `job` badly only if it is still in the state this process saw (another
-        process may have taken it on), and tell the member."""
-        settled = await self._settle(
-            job,
-            JobState.FAILED,
-            spent=failure.spent,
-            failure=failure.kind.value,
-            failure_detail=failure.detail[:500],
-        )
-        if settled is not None:
-            log.warning(
-                "job %s failed: %s (task %s, spent %s): %s",
-                job.id,
-                failure.kind.value,
-                job.task_id or "-",
-                failure.spent,
-                failure.detail[:300] or "-",
-            )
-            await self._reporter.fail(settled, failure)
-
-    async def _settle(
-        self, job: Job, state: JobState, *, spent: bool, **fields: object
-    ) -> Job | None:
-        """End the job and its reservation together; None if it had already ended.
-
-        A database fault (a full disk, a restart) does not strand the job: the write is
-        retried until it lands, and only then is the member told.
-        """
-        delay, longest = SETTLE_RETRY
-        while True:
-            try:
-                return await self._settle_once(job, state, spent=spent, **fields)
-            except StorageError as error:
-                log.error("could not record the end of job %s (%s); retrying", job.id, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)
-
-    async def _settle_once(
-        self, job: Job, state: JobState, *, spent: bool, **fields: object
-    ) -> Job | None:
-        now = self._clock()
-        try:
-            async with self._db.transaction() as conn:
-                # The account's row first, as admission takes it: on PostgreSQL a claim in
-                # admission then never waits on this job's row while this waits on the account.
-                await ledger.settle(conn, job.cost, spent=spent, now=now)
-                moved = await self._store.advance(
-                    job,
-                    state,
-                    conn=conn,
-                    charge=Charge.COMMITTED if spent else Charge.RELEASED,
-                    finished_at=now,
-                    **fields,
-                )
-                if moved is None:
-                    raise _AlreadyMoved  # the settle is rolled back with the transaction
-                if job.grant_used and not spent:
-                    origin = job.origin
-                    await add_grant(conn, origin.guild_id or 0, origin.user_id, job.grant_used)
-        except _AlreadyMoved:
-            return None
-        return moved
-
-    async def _pause(self, reason: str) -> None:
-        async with self._db.transaction() as conn:
-            paused = await ledger.pause(conn, reason, self._clock())
-        if paused:
-            await self._reporter.account_paused(reason)
-
     # -- restart ---------------------------------------------------------------------------
 
     async def _resume(self) -> None:
@@ -626,7 +545,7 @@ class JobRunner:
             case JobState.QUEUED:
                 # Left in line by a bot that was down until its member can no longer be
                 # answered in the reply: refunded, and explained in the channel.
-                await self._fail(job, Failure(FailureKind.EXPIRED))
+                await self._endings.fail(job, Failure(FailureKind.EXPIRED))
             case JobState.STARTING:
                 # Claimed, but never sent: back in line, in its turn.
                 back = await self._store.advance(job, JobState.QUEUED)
@@ -635,7 +554,7 @@ class JobRunner:
             case JobState.SUBMITTING:
                 # The submit may or may not have reached the backend, and there is no way
                 # to ask about a task without its handle: count it as spent, never resubmit.
-                await self._fail(job, Failure(FailureKind.UNCERTAIN, "interrupted submit"))
+                await self._endings.fail(job, Failure(FailureKind.UNCERTAIN, "interrupted submit"))
 
     async def _sweep(self, started_at: float) -> None:
         """Every few seconds: renew the lease, take over the jobs of dead processes, and
@@ -674,10 +593,6 @@ class _ClaimFailed(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(repr(error))
         self.error = error
-
-
-class _AlreadyMoved(Exception):
-    """The job had moved on (ended, or taken by another process) when it was to be settled."""
 
 
 def _update_for(reading: Reading) -> Update:

@@ -36,6 +36,7 @@ from jobs.backend import (
     TaskTimedOut,
     Unavailable,
 )
+from jobs.endings import Endings
 from jobs.failures import Failure, FailureKind
 from jobs.intake import Intake, PendingRequest
 from jobs.model import TOKEN_LIFETIME, Charge, Job, JobState, Origin
@@ -608,7 +609,9 @@ async def test_settling_a_waiting_job_beside_an_admission_that_claims_does_not_d
         monkeypatch.setattr(ledger, "settle", paused_settle)
         monkeypatch.setattr(world.store, "advance", paused_advance)
         expiring = asyncio.create_task(
-            world.runner._settle_once(waiting.job, JobState.FAILED, spent=False)
+            Endings(world.db, world.store, world.reporter, world.clock).settle_once(
+                waiting.job, JobState.FAILED, spent=False
+            )
         )
         await first_done.wait()
         admitting = asyncio.create_task(world.admit())
@@ -659,7 +662,7 @@ async def test_a_crash_in_the_reporter_fails_the_job_instead_of_leaving_it_stuck
 
 async def test_a_failed_job_leaves_one_log_line_with_its_ids_class_and_reason(world, caplog):
     world.backend.plans.append(Plan(on_follow=TaskFailed("task failed", reason="NSFW")))
-    caplog.set_level(logging.WARNING, logger="jobs.runner")
+    caplog.set_level(logging.WARNING, logger="jobs.endings")
 
     job = await world.admit()
     await world.ended(job.id)

@@ -180,7 +180,12 @@ class PostgresDatabase:
                     with contextlib.suppress(Exception):
                         await conn.execute("ROLLBACK")
                     raise
-                await session.call(conn.execute, "COMMIT")
+                if await session.call(conn.execute, "COMMIT") == "ROLLBACK":
+                    # PostgreSQL rolls back a transaction one of whose statements failed,
+                    # even if the caller caught that error: never let it pass as committed.
+                    raise StorageError(
+                        "PostgreSQL rolled the transaction back: a statement in it failed"
+                    )
         finally:
             self._in_transaction.discard(task)
 

@@ -4,6 +4,7 @@ on both): migrations, values, transactions, reservation races, and unavailabilit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -179,8 +180,9 @@ async def test_exclusive_transactions_take_turns_across_processes_and_read_what_
     finally:
         release.set()
         await holder
-    assert await waiter == 1
-    await other.close()
+        read = await waiter
+        await other.close()
+    assert read == 1
 
 
 async def until_one_waits(db: Database) -> None:
@@ -230,6 +232,21 @@ async def test_a_cancelled_transaction_rolls_back_and_the_database_stays_usable(
     committed = sum(outcome is True for outcome in outcomes)
     assert await reserve_conditionally(db)
     assert await db.fetchval("SELECT used FROM account") == committed + 1
+
+
+async def test_a_transaction_whose_statement_failed_is_never_taken_for_committed(db):
+    """A caller that catches a failed statement and carries on: SQLite undoes that statement
+    alone and commits the rest; PostgreSQL undoes the whole transaction, which must not pass
+    as committed."""
+    with contextlib.ExitStack() as refused:
+        if db.dialect == "postgresql":
+            refused.enter_context(pytest.raises(StorageError, match="rolled the transaction back"))
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE account SET used = 7")
+            with pytest.raises(Exception, match="nowhere"):
+                await conn.execute("INSERT INTO nowhere VALUES (1)")
+    expected = 0 if db.dialect == "postgresql" else 7
+    assert await db.fetchval("SELECT used FROM account") == expected
 
 
 async def test_the_database_itself_cannot_be_used_inside_its_own_transaction(db):

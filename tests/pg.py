@@ -7,7 +7,8 @@
 - Else the tests that need it are skipped, unless `REQUIRE_POSTGRES=1` (CI): then they fail.
 
 Each test gets a fresh database, dropped afterwards. `database_url` runs a test on both
-SQLite and PostgreSQL; `pg_url` is PostgreSQL only.
+SQLite and PostgreSQL; `pg_url` is PostgreSQL only. `until_waiting_for_a_lock` waits for a
+transaction to queue behind another, on either.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+
+from storage import Database
 
 _SUPERUSER = "postgres"
 _RUN_AS = "postgres"  # the system user Debian's package creates
@@ -177,3 +180,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/test.db"
     return request.getfixturevalue("pg_url")
+
+
+async def until_waiting_for_a_lock(db: Database) -> None:
+    """Until a transaction just begun waits for a lock another holds: SQLite's take a turn of
+    the loop to try BEGIN IMMEDIATE and queue (on the database's own lock, or retrying while
+    another process holds the file); PostgreSQL's lock table says so."""
+    await asyncio.sleep(0)
+    if db.dialect != "postgresql":
+        return
+    for _ in range(500):
+        if await db.fetchval("SELECT COUNT(*) FROM pg_locks WHERE NOT granted"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no transaction waited for a lock")

@@ -48,6 +48,7 @@ from quota.limits import LimitField, Rule, ScopeKind
 from quota.store import set_rule
 from storage import Connection, Database, StorageError, open_database
 from tests.harness import FakeClock, plain_capabilities
+from tests.pg import until_waiting_for_a_lock
 
 GUILD, CHANNEL, USER = 1, 2, 42
 CREDIT = 100
@@ -275,19 +276,6 @@ async def running_world(database_url: str) -> AsyncIterator[World]:
     yield World(db, clock, store, admission, backend, reporter, runner)
     await runner.stop()
     await db.close()
-
-
-async def until_waiting_for_a_lock(db: Database) -> None:
-    """Until a transaction just begun waits for a lock another holds: SQLite's transactions
-    queue on the database's own lock as they start; PostgreSQL's lock table says so."""
-    await asyncio.sleep(0)
-    if db.dialect != "postgresql":
-        return
-    for _ in range(500):
-        if await db.fetchval("SELECT COUNT(*) FROM pg_locks WHERE NOT granted"):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no transaction waited for a lock")
 
 
 def failure_kinds(reporter: RecordingReporter) -> list[FailureKind]:

@@ -15,6 +15,7 @@ import pytest
 import storage.checkpoints
 import storage.sqlite
 from storage import Database, StorageError, open_database
+from tests.pg import until_waiting_for_a_lock
 
 ACCOUNT = """-- an account with five places; the comment has a ; in it
 CREATE TABLE account (id INTEGER PRIMARY KEY, used BIGINT NOT NULL, note TEXT);
@@ -175,7 +176,7 @@ async def test_exclusive_transactions_take_turns_across_processes_and_read_what_
     await holding.wait()
     waiter = asyncio.create_task(second())
     try:
-        await until_one_waits(db)
+        await until_waiting_for_a_lock(db)
         assert not waiter.done()
     finally:
         release.set()
@@ -183,18 +184,6 @@ async def test_exclusive_transactions_take_turns_across_processes_and_read_what_
         read = await waiter
         await other.close()
     assert read == 1
-
-
-async def until_one_waits(db: Database) -> None:
-    """Until a transaction just begun waits for another: SQLite's retries BEGIN IMMEDIATE
-    while the file is locked; PostgreSQL's lock table shows it."""
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if db.dialect != "postgresql":
-            return
-        if await db.fetchval("SELECT COUNT(*) FROM pg_locks WHERE NOT granted"):
-            return
-    raise AssertionError("no transaction waited for the other")
 
 
 async def test_a_transaction_commits_or_rolls_back_as_a_whole(db):

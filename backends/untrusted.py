@@ -369,7 +369,7 @@ class _CriticalChunks:
             raise _damaged_png("it has a second IHDR chunk")
         if kind == b"PLTE":
             self._palette(length)
-        elif kind != b"IEND" and kind[:1].isupper():  # PNG marks a critical chunk so
+        elif kind != b"IEND" and kind[:1].isupper():  # an upper-case first letter: critical
             raise _damaged_png(f"it has an unknown critical chunk {kind.decode()}")
 
     def _palette(self, length: int) -> None:

@@ -96,6 +96,9 @@ class ImagineBot(commands.AutoShardedBot):
         db: Database | None = None,
         **options: Any,
     ) -> None:
+        # The bot never joins a voice channel: discord.py's warnings that voice support is
+        # missing (PyNaCl, davey) are only noise in the operator's log.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),

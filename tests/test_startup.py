@@ -1,16 +1,20 @@
 """At start, a database the bot cannot use is one clear line and exit code 2, before anything
 talks to Discord (here no Discord is reachable at all: a login attempt would hang or fail
-with a traceback instead)."""
+with a traceback instead); a healthy start and stop log no warning."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.run_bot import spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
@@ -68,3 +72,34 @@ def test_an_unusable_database_is_one_line_and_exit_2_before_any_login(tmp_path, 
     assert "Traceback" not in result.stderr
     assert "s3cret-pass" not in result.stderr
     assert "logged in" not in result.stderr
+
+
+async def test_a_healthy_start_and_stop_log_no_warning(fake_discord, emulator, tmp_path):
+    """What the operator reads: on a healthy setup, a start and a stop (SIGTERM) log what
+    happened and no warning: not the voice support the bot never uses, no session left
+    unclosed."""
+    process = await spawn(
+        fake_discord.base_url,
+        {
+            "DISCORD_TOKEN": fake_discord.bot_token,
+            "OMNI_API_KEY": emulator.api_key,
+            "OMNI_BASE_URL": emulator.base_url,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/bot.db",
+            "LOG_LEVEL": "INFO",
+        },
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    started = b""
+    async with asyncio.timeout(30):
+        while b"logged in as" not in started:
+            line = await process.stderr.readline()
+            assert line, started.decode()  # the bot ended before it was ready
+            started += line
+    process.send_signal(signal.SIGTERM)
+    _, stopped = await asyncio.wait_for(process.communicate(), 30)
+    text = (started + stopped).decode()
+    assert process.returncode == 0, text[-2000:]
+    assert "shutting down" in text
+    worrying = ("WARNING", "ERROR", "Traceback", "Unclosed")
+    assert [line for line in text.splitlines() if any(w in line for w in worrying)] == []

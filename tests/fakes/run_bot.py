@@ -30,8 +30,11 @@ def main() -> int:
     return bot.main()
 
 
-async def spawn(fake_url: str, settings: dict[str, str]) -> asyncio.subprocess.Process:
-    """Start `python bot.py` against the fake Discord at `fake_url`, with these settings."""
+async def spawn(
+    fake_url: str, settings: dict[str, str], *, stderr: int | None = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """Start `python bot.py` against the fake Discord at `fake_url`, with these settings (its
+    log, stderr, kept when asked: `stderr=asyncio.subprocess.PIPE`)."""
     env = {**os.environ, "FAKE_DISCORD_URL": fake_url, **settings}
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -40,7 +43,7 @@ async def spawn(fake_url: str, settings: dict[str, str]) -> asyncio.subprocess.P
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
     )
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ import pytest
 from omni.emulator import Emulator
 from storage import open_database
 from tests.fakes.discord import Channel, FakeDiscord, Guild, InteractionRecord, Member
-from tests.fakes.run_bot import ROOT
+from tests.fakes.run_bot import spawn
 from tests.harness import loosen_limits
 
 KEY = "processes-test-key"
@@ -103,23 +101,6 @@ class Cluster:
             )
             for n in range(count)
         ]
-
-
-async def spawn(
-    fake_url: str, settings: dict[str, str], *, stderr: int | None = asyncio.subprocess.DEVNULL
-) -> asyncio.subprocess.Process:
-    """`python bot.py` against the fake Discord (as tests.fakes.run_bot.spawn, stderr kept
-    when asked)."""
-    env = {**os.environ, "FAKE_DISCORD_URL": fake_url, **settings}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.fakes.run_bot",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=stderr,
-    )
 
 
 def _side(fake: FakeDiscord, name: str, shard: int, shards: int) -> Side:
